@@ -1,0 +1,382 @@
+"""Presentation of benchmark results: the results table, the JSON document and the plot.
+
+This module owns formatting only. It runs nothing and prints nothing: it turns
+`ReplayResult`s into text, a JSON-ready document and a PNG, and the CLI (`__main__`) decides
+where they go. matplotlib is imported lazily, only by `write_plot`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from zerokv.bench.workload import ReplayResult, WorkloadConfig
+
+__all__ = [
+    "Comparison",
+    "PlotUnavailable",
+    "SweepPoint",
+    "build_document",
+    "format_bytes",
+    "format_comparison",
+    "format_summary",
+    "format_sweep",
+    "machine_info",
+    "write_json",
+    "write_plot",
+]
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed, so no plot can be written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One config measured on the legacy baseline and on the candidate backend.
+
+    `checked_steps` is how many collect steps the candidate's outputs were compared
+    bit-exactly against the legacy backend's (0: not checked).
+    """
+
+    config: WorkloadConfig
+    legacy: ReplayResult
+    candidate: ReplayResult
+    checked_steps: int
+
+    @property
+    def speedup(self) -> float:
+        """Legacy median time per sim step over the candidate's."""
+        if self.candidate.sim_step_ms <= 0:
+            return float("inf")
+        return self.legacy.sim_step_ms / self.candidate.sim_step_ms
+
+    def to_json(self) -> dict[str, object]:
+        c = self.config
+        return {
+            "speedup_vs_legacy": self.speedup,
+            "legacy_median_ms": self.legacy.sim_step_ms,
+            "zerokv_median_ms": self.candidate.sim_step_ms,
+            "legacy_root_step_ms": self.legacy.root_step_ms,
+            "zerokv_root_step_ms": self.candidate.root_step_ms,
+            "legacy_peak_bytes": self.legacy.peak_bytes,
+            "zerokv_peak_bytes": self.candidate.peak_bytes,
+            "peak_source": self.candidate.peak_source,
+            "legacy_persistent_bytes": self.legacy.persistent_bytes,
+            "zerokv_persistent_bytes": self.candidate.persistent_bytes,
+            "legacy_syncs_per_sim_step": self.legacy.syncs_per_sim_step,
+            "zerokv_syncs_per_sim_step": self.candidate.syncs_per_sim_step,
+            "legacy_alloc_bytes_per_sim_step": self.legacy.alloc_bytes_per_sim_step,
+            "zerokv_alloc_bytes_per_sim_step": self.candidate.alloc_bytes_per_sim_step,
+            "legacy_bytes_per_stored_entry": self.legacy.bytes_per_stored_entry,
+            "zerokv_bytes_per_stored_entry": self.candidate.bytes_per_stored_entry,
+            "entry_payload_bytes": self.legacy.entry_payload_bytes,
+            "legacy_hit_rates": self.legacy.hit_rates(),
+            "zerokv_hit_rates": self.candidate.hit_rates(),
+            "checked_steps": self.checked_steps,
+            "workload": {
+                "num_layers": c.num_layers,
+                "num_heads": c.num_heads,
+                "embed_dim": c.embed_dim,
+                "context_length": c.context_length,
+                "env_num": c.env_num,
+                "num_simulations": c.num_simulations,
+                "root_capacity": c.root_capacity,
+                "recurrent_capacity": c.recurrent_capacity,
+                "seed": c.seed,
+            },
+            "legacy": self.legacy.to_dict(),
+            "zerokv": self.candidate.to_dict(),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """Median time per sim step of both backends at one value of a swept parameter."""
+
+    config: str
+    axis: str  # "env_num" or "context_length"
+    value: int
+    legacy_ms: float
+    candidate_ms: float
+
+
+def format_bytes(n: float | None) -> str:
+    """Human-readable bytes (binary units); "-" for None."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _rates(r: ReplayResult, keys: Sequence[str]) -> str:
+    rates = r.hit_rates()
+    return "/".join(_pct(rates[k]) for k in keys)
+
+
+def _grid(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_comparison(cmp: Comparison) -> str:
+    """A per-metric table of one config: legacy, candidate, legacy/candidate."""
+    c, lg, cd = cmp.config, cmp.legacy, cmp.candidate
+    checked = f"checked {cmp.checked_steps} steps" if cmp.checked_steps else "not checked"
+    title = (
+        f"{c.name}: L{c.num_layers} H{c.num_heads} E{c.embed_dim} cl{c.context_length} "
+        f"B{c.env_num} N{c.num_simulations}; {lg.steps} steps x {lg.repeats} repeats; "
+        f"{lg.device} {lg.dtype}; {checked}"
+    )
+    rows: list[list[str]] = [
+        ["metric", lg.backend, cd.backend, "legacy/new"],
+        [
+            "median ms / sim step",
+            _num(lg.sim_step_ms),
+            _num(cd.sim_step_ms),
+            _ratio(lg.sim_step_ms, cd.sim_step_ms),
+        ],
+        [
+            "median ms / root step",
+            _num(lg.root_step_ms),
+            _num(cd.root_step_ms),
+            _ratio(lg.root_step_ms, cd.root_step_ms),
+        ],
+        [
+            "host syncs / sim step",
+            _num(lg.syncs_per_sim_step, 1),
+            _num(cd.syncs_per_sim_step, 1),
+            "",
+        ],
+        [
+            "host syncs / root step",
+            _num(lg.syncs_per_root_step, 1),
+            _num(cd.syncs_per_root_step, 1),
+            "",
+        ],
+        [
+            "bytes allocated / sim step",
+            format_bytes(lg.alloc_bytes_per_sim_step),
+            format_bytes(cd.alloc_bytes_per_sim_step),
+            _ratio(lg.alloc_bytes_per_sim_step, cd.alloc_bytes_per_sim_step),
+        ],
+        [
+            "allocations / sim step",
+            _num(lg.allocations_per_sim_step, 1),
+            _num(cd.allocations_per_sim_step, 1),
+            "",
+        ],
+        [
+            f"peak memory ({lg.peak_source})",
+            format_bytes(lg.peak_bytes),
+            format_bytes(cd.peak_bytes),
+            _ratio(lg.peak_bytes, cd.peak_bytes),
+        ],
+        [
+            "persistent storage",
+            format_bytes(lg.persistent_bytes),
+            format_bytes(cd.persistent_bytes),
+            _ratio(lg.persistent_bytes, cd.persistent_bytes),
+        ],
+        ["stored entries", str(lg.stored_entries), str(cd.stored_entries), ""],
+        [
+            "bytes / stored entry",
+            format_bytes(lg.bytes_per_stored_entry),
+            format_bytes(cd.bytes_per_stored_entry),
+            "",
+        ],
+        [
+            "bytes / capacity slot",
+            format_bytes(lg.bytes_per_capacity_slot),
+            format_bytes(cd.bytes_per_capacity_slot),
+            "",
+        ],
+        [
+            "payload / entry (2*L*cl*E*size)",
+            format_bytes(lg.entry_payload_bytes),
+            format_bytes(cd.entry_payload_bytes),
+            "",
+        ],
+        [
+            "root step hits root/miss",
+            _rates(lg, ("root_step.root", "root_step.miss")),
+            _rates(cd, ("root_step.root", "root_step.miss")),
+            "",
+        ],
+        [
+            "sim step hits root/recur/miss",
+            _rates(lg, ("sim_step.root", "sim_step.recurrent", "sim_step.miss")),
+            _rates(cd, ("sim_step.root", "sim_step.recurrent", "sim_step.miss")),
+            "",
+        ],
+    ]
+    return title + "\n" + _grid(rows)
+
+
+def format_summary(comparisons: Sequence[Comparison]) -> str:
+    """One line per config: times, speedup, syncs, allocations, peak memory."""
+    rows: list[list[str]] = [
+        ["config", "legacy ms", "new ms", "speedup", "syncs L/N", "alloc/step L/N", "peak L/N"],
+    ]
+    for cmp in comparisons:
+        lg, cd = cmp.legacy, cmp.candidate
+        rows.append(
+            [
+                cmp.config.name,
+                _num(lg.sim_step_ms),
+                _num(cd.sim_step_ms),
+                f"{cmp.speedup:.2f}x",
+                f"{_num(lg.syncs_per_sim_step, 1)}/{_num(cd.syncs_per_sim_step, 1)}",
+                f"{format_bytes(lg.alloc_bytes_per_sim_step)}/"
+                f"{format_bytes(cd.alloc_bytes_per_sim_step)}",
+                f"{format_bytes(lg.peak_bytes)}/{format_bytes(cd.peak_bytes)}",
+            ]
+        )
+    return _grid(rows)
+
+
+def format_sweep(points: Sequence[SweepPoint]) -> str:
+    """The sweep measurements as a table."""
+    rows: list[list[str]] = [["config", "axis", "value", "legacy ms", "new ms", "speedup"]]
+    for p in points:
+        rows.append(
+            [
+                p.config,
+                p.axis,
+                str(p.value),
+                _num(p.legacy_ms),
+                _num(p.candidate_ms),
+                _ratio(p.legacy_ms, p.candidate_ms),
+            ]
+        )
+    return _grid(rows)
+
+
+def machine_info(device: torch.device, dtype: torch.dtype) -> dict[str, object]:
+    """Where the numbers were measured."""
+    info: dict[str, object] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cpus"] = len(os.sched_getaffinity(0))
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def build_document(
+    machine: dict[str, object],
+    comparisons: Sequence[Comparison],
+    sweeps: Sequence[SweepPoint],
+    backends: dict[str, str],
+) -> dict[str, object]:
+    """The JSON document: {"machine", "backends", "configs": {name: {...}}, "sweeps"}."""
+    return {
+        "machine": machine,
+        "backends": backends,
+        "configs": {cmp.config.name: cmp.to_json() for cmp in comparisons},
+        "sweeps": [dataclasses.asdict(p) for p in sweeps],
+    }
+
+
+def write_json(path: str | os.PathLike[str], doc: dict[str, object]) -> None:
+    """Write `doc` as indented JSON (NaN/inf become null)."""
+
+    def clean(x: object) -> object:
+        if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(clean(doc), indent=2) + "\n", encoding="utf-8")
+
+
+def write_plot(
+    path: str | os.PathLike[str],
+    points: Sequence[SweepPoint],
+    *,
+    legacy_name: str = "legacy",
+    candidate_name: str = "zerokv",
+) -> None:
+    """A PNG with two panels: time per sim step vs number of environments and vs context
+    length, one line per backend. Raises `PlotUnavailable` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise PlotUnavailable(
+            "--plot needs matplotlib (pip install matplotlib, or the 'bench' extra)"
+        ) from exc
+
+    panels = (("env_num", "number of environments B"), ("context_length", "context length cl"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (axis, label) in zip(axes, panels, strict=True):
+        mine = sorted((p for p in points if p.axis == axis), key=lambda p: p.value)
+        if mine:
+            xs = [p.value for p in mine]
+            ax.plot(xs, [p.legacy_ms for p in mine], "o-", label=legacy_name)
+            ax.plot(xs, [p.candidate_ms for p in mine], "s-", label=candidate_name)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_title(f"{mine[0].config}: time per sim step vs {axis}")
+            ax.legend()
+        else:
+            ax.set_title(f"no {axis} sweep")
+        ax.set_xlabel(label)
+        ax.set_ylabel("median ms per sim step")
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=120)
+    plt.close(fig)
