@@ -11,14 +11,15 @@ values with vectorised int64 tensor arithmetic on any device.
 
 The ``zkv64`` construction (key and fingerprint differ only in their seeds):
 
-1. Zero-pad the bytes to a multiple of 4 and read them as little-endian 32-bit words
-   ``w_0 .. w_{n-1}``.
-2. ``acc = sum_i fmix64(((i << 32) | w_i) XOR seed)  (mod 2**64)``. Because
-   ``(i << 32) | w_i`` is unique per (position, word) and fmix64 is a bijection, every word
-   contributes at its position, and the sum is independent of evaluation order (so a
-   parallel reduction on a GPU gives the same bits as this loop).
-3. ``desc`` mixes the dtype code, the byte length and each shape dimension.
-4. ``result = fmix64(acc XOR desc)`` as a signed integer.
+1. Zero-pad the bytes to a multiple of 4 and read them as little-endian *signed* 32-bit
+   words ``w_0 .. w_{n-1}``.
+2. Two per-position tables derived from the seed by a splitmix64 stream,
+   ``A_i`` and odd ``M_i`` (``position_tables``).
+3. ``acc = sum_i (w_i XOR A_i) * M_i  (mod 2**64)``: a multilinear hash. The sum does not
+   depend on evaluation order, so a parallel reduction on a GPU gives the same bits as
+   this loop, and it costs three vectorised operations per word.
+4. ``desc`` mixes the dtype code, the byte length and each shape dimension.
+5. ``result = fmix64(acc + desc)`` as a signed integer.
 
 ``fmix64`` is the MurmurHash3 64-bit finaliser (a bijection on 64-bit integers).
 """
@@ -42,6 +43,7 @@ __all__ = [
     "check_key",
     "descriptor",
     "fmix64",
+    "position_tables",
     "scoped_fingerprint",
     "scoped_key",
     "to_signed",
@@ -123,13 +125,31 @@ class Latent:
 
 
 def words_of(data: bytes) -> list[int]:
-    """Little-endian 32-bit words of ``data`` zero-padded to a multiple of 4 bytes."""
+    """Little-endian signed 32-bit words of ``data`` zero-padded to a multiple of 4 bytes."""
     padded = data + b"\x00" * (-len(data) % 4)
-    return [int.from_bytes(padded[i : i + 4], "little") for i in range(0, len(padded), 4)]
+    return [
+        int.from_bytes(padded[i : i + 4], "little", signed=True) for i in range(0, len(padded), 4)
+    ]
+
+
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def position_tables(n: int, seed: int) -> tuple[list[int], list[int]]:
+    """Step 2: ``A`` and odd ``M`` (unsigned 64-bit) for positions ``0 .. n-1``."""
+    state = seed & MASK64
+    a: list[int] = []
+    m: list[int] = []
+    for _ in range(n):
+        state = (state + _GOLDEN) & MASK64
+        a.append(fmix64(state))
+        state = (state + _GOLDEN) & MASK64
+        m.append(fmix64(state) | 1)
+    return a, m
 
 
 def descriptor(dtype: str, nbytes: int, shape: tuple[int, ...], seed: int) -> int:
-    """Step 3 of zkv64: the dtype, byte length and shape, mixed into one 64-bit value."""
+    """Step 4 of zkv64: the dtype, byte length and shape, mixed into one 64-bit value."""
     h = fmix64(seed ^ (DTYPE_CODES[dtype] << 56) ^ nbytes)
     for dim in shape:
         h = fmix64(h ^ dim)
@@ -138,11 +158,13 @@ def descriptor(dtype: str, nbytes: int, shape: tuple[int, ...], seed: int) -> in
 
 def zkv64(latent: Latent, seed: int) -> int:
     """The zkv64 hash of ``latent`` under ``seed`` (signed 64-bit result)."""
+    words = words_of(latent.data)
+    a, m = position_tables(len(words), seed)
     acc = 0
-    for i, w in enumerate(words_of(latent.data)):
-        acc = (acc + fmix64(((i << 32) | w) ^ seed)) & MASK64
+    for w, a_i, m_i in zip(words, a, m):
+        acc = (acc + (((w ^ a_i) & MASK64) * m_i)) & MASK64
     desc = descriptor(latent.dtype, len(latent.data), latent.shape, seed)
-    return to_signed(fmix64(acc ^ desc))
+    return to_signed(fmix64(acc + desc))
 
 
 def zkv64_key(latent: Latent) -> int:

@@ -1,0 +1,73 @@
+"""zerokv: a KV-cache manager for transformer world models searched by MCTS.
+
+The GPU-optimised implementation of the semantics that ``zerokv_spec`` defines, with the
+same names for the same concepts:
+
+* ``CacheManager`` / ``CacheConfig`` (``zerokv.manager``) - root pools per environment,
+  one recurrent pool, hierarchical lookup, batched stores, searches, statistics;
+* ``SlotPool`` (``zerokv.pool``) - a pool (or a group of pools) of one policy;
+* ``Batch``, ``Entries``, ``Correction`` and ``assemble`` / ``append`` / ``split`` /
+  ``window`` / ``remove_registers`` / ``store_rows`` (``zerokv.entry``);
+* keys and fingerprints on the device (``zerokv.hashing``);
+* runtime contracts (``zerokv.contracts``), errors (``zerokv.errors``);
+* ``zerokv.lightzero`` - a drop-in for LightZero's ``KVCacheManager``;
+* ``zerokv.bench`` - the workload replay against the legacy design.
+
+Library code logs through ``logging.getLogger("zerokv")`` and never prints.
+"""
+
+import logging
+
+from zerokv.entry import (
+    Batch,
+    Correction,
+    Entries,
+    append,
+    assemble,
+    remove_registers,
+    split,
+    store_rows,
+    window,
+)
+from zerokv.errors import *  # noqa: F403 - the error vocabulary is part of the API
+from zerokv.errors import __all__ as _errors_all
+from zerokv.hashing import keys_and_fingerprints, latent_keys, legacy_keys, weak_keys
+from zerokv.index import LookupOutcome, PutOutcome
+from zerokv.manager import CacheConfig, CacheManager, TierLookup
+from zerokv.pool import SlotPool
+from zerokv_spec.manager import Scope, Tier
+from zerokv_spec.pool import LookupStatus, Policy
+from zerokv_spec.stats import ManagerStats, PoolStats
+
+logging.getLogger("zerokv").addHandler(logging.NullHandler())
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "CacheConfig",
+    "CacheManager",
+    "Correction",
+    "Entries",
+    "LookupOutcome",
+    "LookupStatus",
+    "ManagerStats",
+    "Policy",
+    "PoolStats",
+    "PutOutcome",
+    "Scope",
+    "SlotPool",
+    "Tier",
+    "TierLookup",
+    "append",
+    "assemble",
+    "keys_and_fingerprints",
+    "latent_keys",
+    "legacy_keys",
+    "remove_registers",
+    "split",
+    "store_rows",
+    "weak_keys",
+    "window",
+    *_errors_all,
+]

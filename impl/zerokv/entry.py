@@ -1,0 +1,281 @@
+"""Entries and batches as tensors: ``zerokv_spec.entry``'s rules, batched.
+
+Layouts (``L`` layers, ``B`` rows, ``H`` heads, ``d`` head size, ``cl`` context length):
+
+* ``Entries`` - ``B`` cache entries as stored in a slab: ``kv`` is ``[L, 2, B, H, cl, d]``
+  (``kv[l, 0]`` keys, ``kv[l, 1]`` values) with each row's ``lengths[b]`` tokens
+  **right-aligned** in columns ``[cl - lengths[b], cl)`` and zeros before them.
+* ``Batch`` - what the transformer attends to: ``kv`` is ``[L, 2, B, H, W, d]``, rows
+  right-aligned with zero left padding, ``mask()[b, j]`` true for real tokens. ``kv[l, 0]``
+  is layer ``l``'s ``[B, H, W, d]`` key block.
+
+Because entries are stored right-aligned, assembling a batch of width ``W <= cl`` from a
+slab is a gather plus a slice: no per-row shift. The only per-row shift happens once per
+store, fused with the window rule into one ``torch.gather`` (``store_rows``).
+
+The functions carry the spec's names: ``assemble``, ``append``, ``split``, ``window``,
+``remove_registers``, ``store_rows``. None of them reads a device value on the host,
+except ``assemble(width=None)`` (the longest entry decides the width, as in the spec) and
+the validating constructors ``Batch.checked`` / ``Entries.checked``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from zerokv.errors import BatchError, DeviceError, DTypeError, ShapeError
+from zerokv_spec.entry import check_context_length, overflow_drop
+
+__all__ = [
+    "Batch",
+    "Correction",
+    "Entries",
+    "append",
+    "assemble",
+    "remove_registers",
+    "split",
+    "store_rows",
+    "window",
+]
+
+
+def _check_tensor(
+    t: object, name: str, ndim: int, dtype: torch.dtype | None, device: torch.device | None
+) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise DTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ShapeError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if dtype is not None and t.dtype != dtype:
+        raise DTypeError(f"{name} must have dtype {dtype}, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise DeviceError(f"{name} must be on {device}, got {t.device}")
+    return t
+
+
+def _check_lengths(lengths: object, rows: int, limit: int, device: torch.device) -> torch.Tensor:
+    t = _check_tensor(lengths, "lengths", 1, torch.int64, device)
+    if t.shape[0] != rows:
+        raise ShapeError(f"lengths must have {rows} rows, got {t.shape[0]}")
+    if rows and (int(t.min().item()) < 0 or int(t.max().item()) > limit):
+        raise BatchError(f"lengths must lie in [0, {limit}], got {t.tolist()}")
+    return t
+
+
+@dataclass(frozen=True)
+class Entries:
+    """``B`` entries in slab layout (module docstring); construct with ``checked``."""
+
+    kv: torch.Tensor
+    lengths: torch.Tensor
+
+    @staticmethod
+    def checked(kv: torch.Tensor, lengths: torch.Tensor) -> Entries:
+        """Validate shapes, dtypes, devices and ``0 <= lengths <= cl`` (reads lengths)."""
+        kv = _check_tensor(kv, "entries kv", 6, None, None)
+        if kv.shape[1] != 2:
+            raise ShapeError(f"entries kv must be [L, 2, B, H, cl, d], got {tuple(kv.shape)}")
+        return Entries(kv, _check_lengths(lengths, kv.shape[2], kv.shape[4], kv.device))
+
+    @property
+    def rows(self) -> int:
+        return int(self.kv.shape[2])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.kv.shape[4])
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A right-aligned, left-padded batch (module docstring); construct with ``checked``."""
+
+    kv: torch.Tensor
+    lengths: torch.Tensor
+
+    @staticmethod
+    def checked(kv: torch.Tensor, lengths: torch.Tensor) -> Batch:
+        """Validate shapes, dtypes, devices and ``0 <= lengths <= W`` (reads lengths)."""
+        kv = _check_tensor(kv, "batch kv", 6, None, None)
+        if kv.shape[1] != 2:
+            raise ShapeError(f"batch kv must be [L, 2, B, H, W, d], got {tuple(kv.shape)}")
+        return Batch(kv, _check_lengths(lengths, kv.shape[2], kv.shape[4], kv.device))
+
+    @property
+    def rows(self) -> int:
+        return int(self.kv.shape[2])
+
+    @property
+    def width(self) -> int:
+        return int(self.kv.shape[4])
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.kv.shape[0])
+
+    def k(self, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s keys ``[B, H, W, d]``."""
+        return self.kv[layer, 0]
+
+    def v(self, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s values ``[B, H, W, d]``."""
+        return self.kv[layer, 1]
+
+    def mask(self) -> torch.Tensor:
+        """``[B, W]`` bool: True where a row holds a real token (not padding)."""
+        cols = torch.arange(self.width, device=self.kv.device)
+        return cols.unsqueeze(0) >= (self.width - self.lengths).unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """The window rule's table ``[L, 2, H, cl - 3, d]`` (``table[l, 0, :, j]`` is dK_l[j]).
+
+    ``padded`` is the table placed at slab columns ``[3, cl)``: ``[L, 2, 1, H, cl, d]``.
+    Build one per weight update and reuse it for every store.
+    """
+
+    table: torch.Tensor
+    padded: torch.Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        t = _check_tensor(self.table, "correction", 5, None, None)
+        if t.shape[1] != 2:
+            raise ShapeError(f"correction must be [L, 2, H, cl - 3, d], got {tuple(t.shape)}")
+        padded = torch.nn.functional.pad(t, (0, 0, 3, 0)).unsqueeze(2)
+        object.__setattr__(self, "padded", padded)
+
+    @staticmethod
+    def zero(
+        num_layers: int,
+        num_heads: int,
+        head_dim: int,
+        context_length: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Correction:
+        """The all-zero table (rotary positions need no correction)."""
+        check_context_length(context_length)
+        shape = (num_layers, 2, num_heads, context_length - 3, head_dim)
+        return Correction(torch.zeros(shape, device=device, dtype=dtype))
+
+    @property
+    def context_length(self) -> int:
+        return int(self.table.shape[3]) + 3
+
+    def check(self, like: torch.Tensor, context_length: int) -> None:
+        """Raise unless the table fits ``like`` (``[L, 2, B, H, *, d]``) and ``context_length``."""
+        want = (like.shape[0], 2, like.shape[3], context_length - 3, like.shape[5])
+        if tuple(self.table.shape) != want:
+            raise ShapeError(f"correction must have shape {want}, got {tuple(self.table.shape)}")
+        if self.table.dtype != like.dtype:
+            raise DTypeError(f"correction must have dtype {like.dtype}, got {self.table.dtype}")
+        if self.table.device != like.device:
+            raise DeviceError(f"correction must be on {like.device}, got {self.table.device}")
+
+
+def _fit_width(kv: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-aligned rows of ``kv`` cut or left-padded to ``width`` columns."""
+    have = kv.shape[4]
+    if width <= have:
+        return kv[:, :, :, :, have - width :, :]
+    return torch.nn.functional.pad(kv, (0, 0, width - have, 0))
+
+
+def assemble(entries: Entries, width: int | None = None) -> Batch:
+    """``zerokv_spec.entry.assemble``: a batch of width ``width`` (default: the longest)."""
+    longest = int(entries.lengths.max().item()) if entries.rows else 0
+    if width is None:
+        width = longest
+    elif width < longest:
+        raise BatchError(f"width {width} is smaller than the longest entry ({longest})")
+    return Batch(_fit_width(entries.kv, width), entries.lengths.clone())
+
+
+def append(batch: Batch, new_kv: torch.Tensor, capacity: int) -> Batch:
+    """``zerokv_spec.entry.append``: ``new_kv`` is ``[L, 2, B, H, t, d]``."""
+    kv = batch.kv
+    _check_tensor(new_kv, "new tokens", 6, kv.dtype, kv.device)
+    t = int(new_kv.shape[4])
+    want = (kv.shape[0], 2, kv.shape[2], kv.shape[3], t, kv.shape[5])
+    if tuple(new_kv.shape) != want:
+        raise ShapeError(f"new tokens must have shape {want}, got {tuple(new_kv.shape)}")
+    if t < 1:
+        raise BatchError("append needs at least one new token")
+    if t > capacity:
+        raise BatchError(f"cannot append {t} tokens to a cache of capacity {capacity}")
+    drop = overflow_drop(batch.width, t, capacity)
+    if drop >= batch.width:
+        lengths = torch.full_like(batch.lengths, t)
+        return Batch(new_kv.clone(), lengths)
+    kept = batch.width - drop
+    grown = torch.cat([kv[:, :, :, :, drop:, :], new_kv], dim=4)
+    return Batch(grown, batch.lengths.clamp(max=kept) + t)
+
+
+def remove_registers(batch: Batch, count: int) -> Batch:
+    """``zerokv_spec.entry.remove_registers``: drop the ``count`` newest columns."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= batch.width:
+        raise BatchError(f"register count must be an int in [0, {batch.width}], got {count!r}")
+    width = batch.width - count
+    return Batch(batch.kv[:, :, :, :, :width, :], (batch.lengths - count).clamp(min=0))
+
+
+def _shift_rows(
+    batch: Batch, context_length: int, correction: Correction | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row moved into slab layout, with the window rule when ``correction`` is given."""
+    cl = context_length
+    check_context_length(cl)
+    width = batch.width
+    if width > cl:
+        raise BatchError(f"a batch of width {width} does not fit the context length {cl}")
+    lengths = batch.lengths
+    if correction is None:
+        windowed = torch.zeros_like(lengths, dtype=torch.bool)
+        out_len = lengths
+    else:
+        correction.check(batch.kv, cl)
+        windowed = lengths >= cl - 1
+        out_len = torch.where(windowed, torch.full_like(lengths, cl - 3), lengths)
+    cols = torch.arange(cl, device=batch.kv.device)
+    # Slab column c holds token c - (cl - out_len) of the result, which is token
+    # (that + 2) of the row when windowed: its batch column is width - length + token.
+    source = cols.unsqueeze(0) + (width - lengths - cl + out_len + 2 * windowed.long()).unsqueeze(1)
+    valid = cols.unsqueeze(0) >= (cl - out_len).unsqueeze(1)
+    if width == 0:
+        return torch.zeros_like(_fit_width(batch.kv, cl)), out_len
+    index = source.clamp(0, width - 1)
+    shape = batch.kv.shape
+    gathered = torch.gather(
+        batch.kv,
+        4,
+        index.view(1, 1, shape[2], 1, cl, 1).expand(shape[0], 2, shape[2], shape[3], cl, shape[5]),
+    )
+    if correction is not None:
+        gathered = torch.where(
+            windowed.view(1, 1, -1, 1, 1, 1), gathered + correction.padded, gathered
+        )
+    zero = torch.zeros((), dtype=gathered.dtype, device=gathered.device)
+    return torch.where(valid.view(1, 1, shape[2], 1, cl, 1), gathered, zero), out_len
+
+
+def split(batch: Batch, context_length: int) -> Entries:
+    """``zerokv_spec.entry.split``: every row's real tokens in slab layout."""
+    kv, lengths = _shift_rows(batch, context_length, None)
+    return Entries(kv, lengths)
+
+
+def window(entries: Entries, correction: Correction) -> Entries:
+    """``zerokv_spec.entry.window`` for every entry."""
+    batch = Batch(entries.kv, entries.lengths)
+    kv, lengths = _shift_rows(batch, entries.context_length, correction)
+    return Entries(kv, lengths)
+
+
+def store_rows(batch: Batch, context_length: int, correction: Correction) -> Entries:
+    """``zerokv_spec.entry.store_rows``: split and window rule fused into one gather."""
+    kv, lengths = _shift_rows(batch, context_length, correction)
+    return Entries(kv, lengths)

@@ -1,0 +1,192 @@
+"""Batched keys and fingerprints on the device: ``zkv64`` with int64 tensor arithmetic.
+
+This module owns the implementation of ``zerokv_spec.keys``: the same functions, computed
+for a whole batch of latents ``[B, ...]`` at once, on the latents' device, with no host
+synchronisation. The results are bit-identical to the spec on every device because every
+step is integer arithmetic modulo 2**64 (torch's int64 multiply and sum wrap), and the
+reduction is a sum, whose value does not depend on the order a GPU adds in.
+
+Also here: ``scoped_keys`` / ``scoped_fingerprints`` (the recurrent tier's env binding),
+``weak_keys`` (a 4-valued hash to test collision safety) and ``legacy_keys``
+(LightZero's ``xxh64(latent.float32 bytes).intdigest()``, computed on the host: one
+device-to-host copy per call, which synchronises on CUDA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+
+from zerokv.errors import DTypeError, ShapeError
+from zerokv_spec.keys import (
+    FINGERPRINT_SEED,
+    KEY_SEED,
+    SCOPE_FINGERPRINT_SEED,
+    SCOPE_KEY_SEED,
+    descriptor,
+    position_tables,
+    to_signed,
+)
+from zerokv_spec.keys import fmix64 as spec_fmix64
+
+__all__ = [
+    "DTYPE_NAMES",
+    "KeyFn",
+    "env_tags",
+    "fmix64",
+    "keys_and_fingerprints",
+    "latent_fingerprints",
+    "latent_keys",
+    "legacy_keys",
+    "scoped_fingerprints",
+    "scoped_keys",
+    "weak_keys",
+    "zkv64",
+]
+
+#: A key function: latents ``[B, ...]`` -> keys ``[B]`` int64 on the same device.
+KeyFn = Callable[[torch.Tensor], torch.Tensor]
+
+DTYPE_NAMES: dict[torch.dtype, str] = {
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.float32: "float32",
+    torch.float64: "float64",
+}
+
+_MUL1 = to_signed(0xFF51AFD7ED558CCD)
+_MUL2 = to_signed(0xC4CEB9FE1A85EC53)
+_LOW31 = (1 << 31) - 1  # mask after an arithmetic shift by 33 = a logical shift
+
+
+def fmix64(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's finaliser on int64 tensors (two's complement, wrapping)."""
+    x = x ^ ((x >> 33) & _LOW31)
+    x = x * _MUL1
+    x = x ^ ((x >> 33) & _LOW31)
+    x = x * _MUL2
+    return x ^ ((x >> 33) & _LOW31)
+
+
+def _check_latents(latents: torch.Tensor) -> str:
+    if not isinstance(latents, torch.Tensor):
+        raise DTypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+    name = DTYPE_NAMES.get(latents.dtype)
+    if name is None:
+        raise DTypeError(
+            f"latents must have a float dtype in {sorted(DTYPE_NAMES.values())}, "
+            f"got {latents.dtype}"
+        )
+    if latents.dim() < 1:
+        raise ShapeError("latents must be [B, ...], got a 0-d tensor")
+    return name
+
+
+def _words(latents: torch.Tensor) -> torch.Tensor:
+    """``[B, n]`` int64: each row's little-endian signed 32-bit words (zero-padded)."""
+    rows = latents.shape[0]
+    flat = latents.reshape(rows, -1).contiguous()
+    nbytes = flat.shape[1] * flat.element_size()
+    if nbytes == 0:
+        return torch.zeros((rows, 0), dtype=torch.int64, device=latents.device)
+    if nbytes % 4 == 0:
+        return flat.view(torch.int32).to(torch.int64)
+    raw = torch.nn.functional.pad(flat.view(torch.uint8), (0, -nbytes % 4))
+    return raw.view(torch.int32).to(torch.int64)
+
+
+@lru_cache(maxsize=64)
+def _tables(
+    n: int, seeds: tuple[int, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``A`` and ``M`` of ``zerokv_spec.keys.position_tables``, ``[len(seeds), 1, n]``."""
+    pairs = [position_tables(n, s) for s in seeds]
+    a = [[to_signed(x) for x in p[0]] for p in pairs]
+    m = [[to_signed(x) for x in p[1]] for p in pairs]
+    shape = (len(seeds), 1, n)
+    return (
+        torch.tensor(a, dtype=torch.int64).view(shape).to(device),
+        torch.tensor(m, dtype=torch.int64).view(shape).to(device),
+    )
+
+
+@lru_cache(maxsize=256)
+def _descriptors(
+    name: str, nbytes: int, row_shape: tuple[int, ...], seeds: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    desc = [to_signed(descriptor(name, nbytes, row_shape, s)) for s in seeds]
+    return torch.tensor(desc, dtype=torch.int64).view(len(seeds), 1).to(device)
+
+
+def zkv64(latents: torch.Tensor, seeds: tuple[int, ...]) -> torch.Tensor:
+    """``[len(seeds), B]``: zkv64 of every row under every seed (one pass over the words)."""
+    name = _check_latents(latents)
+    words = _words(latents)
+    a, m = _tables(words.shape[1], seeds, latents.device)
+    acc = ((words.unsqueeze(0) ^ a) * m).sum(dim=2)
+    row_shape = tuple(int(d) for d in latents.shape[1:])
+    nbytes = torch.Size(row_shape).numel() * latents.element_size()
+    return fmix64(acc + _descriptors(name, nbytes, row_shape, seeds, latents.device))
+
+
+def latent_keys(latents: torch.Tensor) -> torch.Tensor:
+    """The default keys ``[B]`` (``zerokv_spec.keys.zkv64_key`` of every row)."""
+    return zkv64(latents, (KEY_SEED,))[0]
+
+
+def latent_fingerprints(latents: torch.Tensor) -> torch.Tensor:
+    """The default fingerprints ``[B]`` (``zerokv_spec.keys.zkv64_fingerprint``)."""
+    return zkv64(latents, (FINGERPRINT_SEED,))[0]
+
+
+def keys_and_fingerprints(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and fingerprints together, in one pass."""
+    both = zkv64(latents, (KEY_SEED, FINGERPRINT_SEED))
+    return both[0], both[1]
+
+
+def weak_keys(latents: torch.Tensor) -> torch.Tensor:
+    """``zerokv_spec.keys.weak_key``: byte sum mod 4 (for collision tests only)."""
+    _check_latents(latents)
+    flat = latents.reshape(latents.shape[0], -1).contiguous()
+    return flat.view(torch.uint8).to(torch.int64).sum(dim=1) % 4
+
+
+def legacy_keys(latents: torch.Tensor) -> torch.Tensor:
+    """LightZero's keys: ``xxh64(row as float32 bytes).intdigest()`` as signed int64.
+
+    Computed on the host: the latents are copied to the CPU once per call (a device
+    synchronisation on CUDA). Use it only where LightZero's exact keys are required.
+    """
+    import xxhash  # local: only this legacy path needs it
+
+    _check_latents(latents)
+    host = latents.detach().to("cpu", torch.float32).reshape(latents.shape[0], -1).numpy()
+    keys = [to_signed(xxhash.xxh64(row.tobytes()).intdigest()) for row in host]
+    return torch.tensor(keys, dtype=torch.int64).to(latents.device)
+
+
+@lru_cache(maxsize=64)
+def env_tags(env_num: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per environment id, the key and fingerprint tags of ``zerokv_spec.keys.scoped_*``."""
+    key_tags = [to_signed(spec_fmix64(SCOPE_KEY_SEED ^ e)) for e in range(env_num)]
+    fp_tags = [to_signed(spec_fmix64(SCOPE_FINGERPRINT_SEED ^ e)) for e in range(env_num)]
+    return (
+        torch.tensor(key_tags, dtype=torch.int64, device=device),
+        torch.tensor(fp_tags, dtype=torch.int64, device=device),
+    )
+
+
+def scoped_keys(keys: torch.Tensor, key_tag: torch.Tensor) -> torch.Tensor:
+    """``zerokv_spec.keys.scoped_key`` per row; ``key_tag`` is ``env_tags(...)[0][env_ids]``."""
+    return fmix64(keys ^ key_tag)
+
+
+def scoped_fingerprints(
+    fingerprints: torch.Tensor, has_fingerprint: torch.Tensor, fp_tag: torch.Tensor
+) -> torch.Tensor:
+    """``zerokv_spec.keys.scoped_fingerprint`` per row (rows without one get the env tag)."""
+    bound = fmix64(fingerprints ^ fp_tag ^ to_signed(SCOPE_KEY_SEED))
+    return torch.where(has_fingerprint, bound, fp_tag)

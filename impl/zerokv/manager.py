@@ -1,0 +1,586 @@
+"""``CacheManager``: ``zerokv_spec.manager.CacheManager`` on one slab, batched.
+
+Layout: one ``Slab`` holds every entry: the ``env_num`` root pools (slots
+``[e * root_capacity, (e + 1) * root_capacity)``) followed by the recurrent pool (slots
+from ``recurrent_base``). The root tier is one ``SlotIndex`` with ``env_num`` pools; the
+recurrent tier one with a single pool. A hierarchical lookup therefore ends in one global
+slot per row, and the batch for the transformer is one ``index_select`` whatever tiers
+the rows hit (a miss gathers the slab's all-zero ``ZERO`` slot: an empty row).
+
+One MCTS step with the batched API (no host synchronisation anywhere on CUDA)::
+
+    keys, fps = manager.keys_of(parent_latents)            # [B] int64 each
+    found = manager.lookup(env_ids, keys, fps)             # tier / slot per row
+    batch = manager.gather(found)                          # [L, 2, B, H, cl, d] + lengths
+    batch = append(batch, new_kv, manager.config.context_length)   # model's new tokens
+    child_keys, child_fps = manager.keys_of(child_latents)
+    manager.store_recurrent_batch(env_ids, child_keys, batch, correction, child_fps)
+
+Env ids are host values (a list of ints or a CPU tensor): they come from the environment
+manager on the host, and checking them is then free. Statistics live on the device and
+are read only when asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from zerokv import contracts
+from zerokv.entry import Batch, Correction, Entries, store_rows
+from zerokv.errors import BatchError, ConfigError, ContractViolation, SearchCapacityError
+from zerokv.hashing import KeyFn, env_tags, keys_and_fingerprints, scoped_fingerprints, scoped_keys
+from zerokv.index import PutOutcome, make_index
+from zerokv.slab import Slab
+from zerokv.validate import (
+    check_batch,
+    check_entries,
+    check_fingerprints,
+    check_keys,
+    check_priorities,
+    env_id_list,
+)
+from zerokv_spec.manager import (
+    ManagerConfig,
+    Scope,
+    Tier,
+    legacy_recurrent_capacity,
+    legacy_root_capacity,
+)
+from zerokv_spec.pool import Policy
+from zerokv_spec.stats import ManagerStats, PoolStats
+
+__all__ = ["CacheConfig", "CacheManager", "TierLookup"]
+
+log = logging.getLogger("zerokv")
+
+_MANAGER_FIELDS = ("queries", "hits", "misses", "root_hits", "recurrent_hits")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The spec's ``ManagerConfig`` plus the tensor shape, device and dtype."""
+
+    env_num: int
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    context_length: int
+    root_capacity: int
+    recurrent_capacity: int
+    policy: Policy = Policy.FIFO
+    scope: Scope = Scope.ENV
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        self.spec_config()  # validates the shared fields with the spec's own rules
+        for name in ("num_heads", "head_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise ConfigError(f"dtype must be a floating torch.dtype, got {self.dtype!r}")
+
+    def spec_config(self) -> ManagerConfig:
+        """The spec's view of this configuration."""
+        return ManagerConfig(
+            env_num=self.env_num,
+            num_layers=self.num_layers,
+            context_length=self.context_length,
+            root_capacity=self.root_capacity,
+            recurrent_capacity=self.recurrent_capacity,
+            policy=self.policy,
+            scope=self.scope,
+        )
+
+    @staticmethod
+    def legacy(
+        env_num: int,
+        num_layers: int,
+        num_heads: int,
+        head_dim: int,
+        context_length: int,
+        num_simulations: int,
+        max_cache_size: int = 5000,
+        **options: object,
+    ) -> CacheConfig:
+        """LightZero's sizes from ``num_simulations`` and ``max_cache_size`` (spec §3)."""
+        ManagerConfig.legacy(env_num, num_layers, context_length, num_simulations, max_cache_size)
+        return CacheConfig(
+            env_num=env_num,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            context_length=context_length,
+            root_capacity=legacy_root_capacity(num_simulations, max_cache_size),
+            recurrent_capacity=legacy_recurrent_capacity(num_simulations, env_num),
+            **options,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class TierLookup:
+    """``[B]`` tensors: tier (``Tier`` codes), slot in that tier's pool (-1 on a miss),
+    whether a collision was seen (misses only), and the global slab slot to gather."""
+
+    tier: torch.Tensor
+    slot: torch.Tensor
+    collided: torch.Tensor
+    global_slot: torch.Tensor
+
+
+class CacheManager:
+    """Root pools per environment and one recurrent pool over one slab (module docstring)."""
+
+    def __init__(self, config: CacheConfig, key_fn: KeyFn | None = None) -> None:
+        if not isinstance(config, CacheConfig):
+            raise ConfigError(f"expected a CacheConfig, got {type(config).__name__}")
+        self.config = config
+        self.device = torch.device(config.device)
+        self.key_fn = key_fn
+        cfg = config
+        self.root = make_index(cfg.policy, cfg.env_num, cfg.root_capacity, self.device)
+        self.recurrent = make_index(cfg.policy, 1, cfg.recurrent_capacity, self.device)
+        self.recurrent_base = cfg.env_num * cfg.root_capacity
+        self.slab = Slab(
+            self.recurrent_base + cfg.recurrent_capacity,
+            cfg.num_layers,
+            cfg.num_heads,
+            cfg.head_dim,
+            cfg.context_length,
+            self.device,
+            cfg.dtype,
+        )
+        self.shape = (cfg.num_layers, cfg.num_heads, cfg.head_dim)
+        self.counters = torch.zeros(len(_MANAGER_FIELDS), dtype=torch.int64, device=self.device)
+        self.key_tags, self.fp_tags = env_tags(cfg.env_num, self.device)
+        self.search_budget: int | None = None
+        self.search_used = 0
+        self._env_cache: dict[tuple[int, ...], torch.Tensor] = {}
+        log.debug(
+            "zerokv manager: %d root pools x %d slots, recurrent %d slots, %d bytes per entry",
+            cfg.env_num,
+            cfg.root_capacity,
+            cfg.recurrent_capacity,
+            self.slab.entry_bytes,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _envs(self, env_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        ids = env_id_list(env_ids, self.config.env_num)
+        cached = self._env_cache.get(ids)
+        if cached is None:
+            cached = torch.tensor(ids, dtype=torch.int64).to(self.device)
+            if len(self._env_cache) < 64:
+                self._env_cache[ids] = cached
+        return cached
+
+    def _rows(
+        self,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+    ) -> torch.Tensor:
+        envs = self._envs(env_ids)
+        check_keys(keys, self.device)
+        if keys.shape[0] != envs.shape[0]:
+            raise BatchError(f"got {envs.shape[0]} env ids but {keys.shape[0]} keys")
+        check_fingerprints(fingerprints, has_fingerprint, keys.shape[0], self.device)
+        return envs
+
+    def recurrent_keys(
+        self,
+        envs: torch.Tensor,
+        keys: torch.Tensor,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The recurrent pool's keys / fingerprints / mask (``Scope.ENV`` binds the env)."""
+        if self.config.scope is Scope.GLOBAL:
+            return keys, fingerprints, has_fingerprint
+        fp = torch.zeros_like(keys) if fingerprints is None else fingerprints
+        if fingerprints is None:
+            has = torch.zeros_like(keys, dtype=torch.bool)
+        elif has_fingerprint is None:
+            has = torch.ones_like(keys, dtype=torch.bool)
+        else:
+            has = has_fingerprint
+        scoped_fp = scoped_fingerprints(fp, has, self.fp_tags.index_select(0, envs))
+        scoped = scoped_keys(keys, self.key_tags.index_select(0, envs))
+        return scoped, scoped_fp, None
+
+    # ------------------------------------------------------------------ keys
+    def keys_of(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and fingerprints ``[B]`` of latents ``[B, ...]`` (on their device)."""
+        keys, fps = keys_and_fingerprints(latents)
+        if self.key_fn is not None:
+            keys = self.key_fn(latents)
+        return keys, fps
+
+    # ------------------------------------------------------------------ lookups
+    def lookup(
+        self,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        fingerprints: torch.Tensor | None = None,
+        has_fingerprint: torch.Tensor | None = None,
+        tiers: str = "hierarchical",
+    ) -> TierLookup:
+        """The fold of the spec's ``lookup`` (or ``lookup_root`` / ``lookup_recurrent``)."""
+        if tiers not in ("hierarchical", "root", "recurrent"):
+            raise BatchError(f"tiers must be 'hierarchical', 'root' or 'recurrent', got {tiers!r}")
+        envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
+        rows = keys.shape[0]
+        miss = torch.full_like(keys, -1)
+        if tiers == "recurrent":
+            root_hit = torch.zeros(rows, dtype=torch.bool, device=self.device)
+            root_slot, root_coll = miss, root_hit
+        else:
+            r = self.root.lookup(envs, keys, fingerprints, has_fingerprint)
+            root_hit, root_slot, root_coll = r.status == 1, r.slot, r.status == 2
+        if tiers == "root":
+            rec_hit, rec_slot, rec_coll = (
+                torch.zeros_like(root_hit),
+                miss,
+                torch.zeros_like(root_hit),
+            )
+        else:
+            rk, rf, rh = self.recurrent_keys(envs, keys, fingerprints, has_fingerprint)
+            q = self.recurrent.lookup(torch.zeros_like(envs), rk, rf, rh, active=~root_hit)
+            rec_hit, rec_slot, rec_coll = q.status == 1, q.slot, q.status == 2
+        tier = torch.where(
+            root_hit,
+            torch.full_like(keys, int(Tier.ROOT)),
+            torch.where(
+                rec_hit, torch.full_like(keys, int(Tier.RECURRENT)), torch.zeros_like(keys)
+            ),
+        )
+        hit = root_hit | rec_hit
+        slot = torch.where(root_hit, root_slot, rec_slot)
+        global_slot = torch.where(
+            root_hit,
+            envs * self.config.root_capacity + root_slot,
+            torch.where(
+                rec_hit, self.recurrent_base + rec_slot, torch.full_like(keys, self.slab.zero)
+            ),
+        )
+        hits = torch.stack([root_hit.sum(), rec_hit.sum()])
+        self.counters += torch.cat(
+            [
+                torch.tensor([rows], device=self.device),
+                hits.sum().view(1),
+                (rows - hits.sum()).view(1),
+                hits,
+            ]
+        )
+        return TierLookup(tier, slot, ~hit & (root_coll | rec_coll), global_slot)
+
+    def gather(self, found: TierLookup, width: int | None = None) -> Batch:
+        """The entries ``found`` hit, as a batch (``width`` default ``cl``: static shape)."""
+        return self.slab.gather(found.global_slot, width)
+
+    def read(self, found: TierLookup) -> Entries:
+        """Copies of the entries ``found`` hit, in slab layout (misses: empty entries)."""
+        return self.slab.read(found.global_slot)
+
+    # ------------------------------------------------------------------ stores
+    def _put(
+        self,
+        tier: Tier,
+        envs: torch.Tensor,
+        keys: torch.Tensor,
+        entries: Entries,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+        priorities: torch.Tensor | None,
+        has_priority: torch.Tensor | None,
+    ) -> PutOutcome:
+        if tier is Tier.ROOT:
+            index, base = self.root, 0
+            out = index.put(envs, keys, fingerprints, has_fingerprint, priorities, has_priority)
+        else:
+            index, base = self.recurrent, self.recurrent_base
+            rk, rf, rh = self.recurrent_keys(envs, keys, fingerprints, has_fingerprint)
+            out = index.put(torch.zeros_like(envs), rk, rf, rh, priorities, has_priority)
+            if self.search_budget is not None:
+                self.search_used += keys.shape[0]
+        target = torch.where(
+            out.write == index.trash, torch.full_like(out.write, self.slab.trash), out.write + base
+        )
+        self.slab.write(target, entries)
+        if contracts.ENABLED:
+            self.check()
+        return out
+
+    def _check_store(
+        self,
+        tier: Tier,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+        priorities: torch.Tensor | None,
+        has_priority: torch.Tensor | None,
+    ) -> torch.Tensor:
+        envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
+        check_priorities(priorities, has_priority, keys.shape[0], self.device)
+        self.root.check_priorities(priorities)
+        budget = self.search_budget
+        if tier is Tier.RECURRENT and budget is not None:  # noqa: SIM102 - reads better
+            if self.search_used + keys.shape[0] > budget:
+                raise SearchCapacityError(
+                    f"the search declared {self.search_budget} recurrent stores and has made "
+                    f"{self.search_used}; {keys.shape[0]} more would exceed it"
+                )
+        return envs
+
+    def _store_batch(
+        self,
+        tier: Tier,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        batch: Batch,
+        correction: Correction,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+        priorities: torch.Tensor | None,
+        has_priority: torch.Tensor | None,
+    ) -> PutOutcome:
+        envs = self._check_store(
+            tier, env_ids, keys, fingerprints, has_fingerprint, priorities, has_priority
+        )
+        cfg = self.config
+        check_batch(batch, keys.shape[0], self.shape, cfg.context_length, self.device, cfg.dtype)
+        if not isinstance(correction, Correction):
+            raise BatchError(f"expected a zerokv Correction, got {type(correction).__name__}")
+        correction.check(batch.kv, cfg.context_length)
+        entries = store_rows(batch, cfg.context_length, correction)
+        return self._put(
+            tier, envs, keys, entries, fingerprints, has_fingerprint, priorities, has_priority
+        )
+
+    def store_root_batch(
+        self,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        batch: Batch,
+        correction: Correction,
+        fingerprints: torch.Tensor | None = None,
+        has_fingerprint: torch.Tensor | None = None,
+        priorities: torch.Tensor | None = None,
+        has_priority: torch.Tensor | None = None,
+    ) -> PutOutcome:
+        """Split ``batch``, window rule, store row ``b`` in ``env_ids[b]``'s root pool."""
+        return self._store_batch(
+            Tier.ROOT,
+            env_ids,
+            keys,
+            batch,
+            correction,
+            fingerprints,
+            has_fingerprint,
+            priorities,
+            has_priority,
+        )
+
+    def store_recurrent_batch(
+        self,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        batch: Batch,
+        correction: Correction,
+        fingerprints: torch.Tensor | None = None,
+        has_fingerprint: torch.Tensor | None = None,
+        priorities: torch.Tensor | None = None,
+        has_priority: torch.Tensor | None = None,
+    ) -> PutOutcome:
+        """Split ``batch``, window rule, store every row in the recurrent pool."""
+        return self._store_batch(
+            Tier.RECURRENT,
+            env_ids,
+            keys,
+            batch,
+            correction,
+            fingerprints,
+            has_fingerprint,
+            priorities,
+            has_priority,
+        )
+
+    def _store_many(
+        self,
+        tier: Tier,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        entries: Entries,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+        priorities: torch.Tensor | None,
+        has_priority: torch.Tensor | None,
+    ) -> PutOutcome:
+        envs = self._check_store(
+            tier, env_ids, keys, fingerprints, has_fingerprint, priorities, has_priority
+        )
+        cfg = self.config
+        check_entries(
+            entries, keys.shape[0], self.shape, cfg.context_length, self.device, cfg.dtype
+        )
+        return self._put(
+            tier, envs, keys, entries, fingerprints, has_fingerprint, priorities, has_priority
+        )
+
+    def store_root_many(
+        self,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        entries: Entries,
+        fingerprints: torch.Tensor | None = None,
+        has_fingerprint: torch.Tensor | None = None,
+        priorities: torch.Tensor | None = None,
+        has_priority: torch.Tensor | None = None,
+    ) -> PutOutcome:
+        """Store ready entries (slab layout) in the root pools; the fold of ``store_root``."""
+        return self._store_many(
+            Tier.ROOT,
+            env_ids,
+            keys,
+            entries,
+            fingerprints,
+            has_fingerprint,
+            priorities,
+            has_priority,
+        )
+
+    def store_recurrent_many(
+        self,
+        env_ids: Sequence[int] | torch.Tensor,
+        keys: torch.Tensor,
+        entries: Entries,
+        fingerprints: torch.Tensor | None = None,
+        has_fingerprint: torch.Tensor | None = None,
+        priorities: torch.Tensor | None = None,
+        has_priority: torch.Tensor | None = None,
+    ) -> PutOutcome:
+        """Store ready entries in the recurrent pool; the fold of ``store_recurrent``."""
+        return self._store_many(
+            Tier.RECURRENT,
+            env_ids,
+            keys,
+            entries,
+            fingerprints,
+            has_fingerprint,
+            priorities,
+            has_priority,
+        )
+
+    # ------------------------------------------------------------------ priorities
+    def set_priority(self, tier: Tier, env_id: int, key: int, priority: float) -> None:
+        """Change the priority of a stored key of ``tier`` (priority policy only)."""
+        (env,) = env_id_list([env_id], self.config.env_num)
+        from zerokv_spec.keys import check_key
+
+        check_key(key)
+        if tier is Tier.ROOT:
+            self.root.set_priority(env, key, priority)
+        elif tier is Tier.RECURRENT:
+            envs = torch.tensor([env], device=self.device)
+            rk, _, _ = self.recurrent_keys(
+                envs, torch.tensor([key], device=self.device), None, None
+            )
+            self.recurrent.set_priority(0, int(rk.item()), priority)
+        else:
+            raise BatchError(f"tier must be ROOT or RECURRENT, got {tier!r}")
+
+    # ------------------------------------------------------------------ searches
+    def begin_search(self, nodes: int) -> None:
+        """Declare a search of ``nodes`` recurrent stores; refused if the pool is smaller."""
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 0:
+            raise SearchCapacityError(f"a search declares an int >= 0 of nodes, got {nodes!r}")
+        if nodes > self.config.recurrent_capacity:
+            raise SearchCapacityError(
+                f"a search of {nodes} nodes needs more than the recurrent pool's "
+                f"{self.config.recurrent_capacity} slots; live nodes would be evicted"
+            )
+        self.search_budget = nodes
+        self.search_used = 0
+
+    def end_search(self) -> None:
+        """End the declared search."""
+        self.search_budget = None
+        self.search_used = 0
+
+    # ------------------------------------------------------------------ clearing
+    def clear_env(self, env_id: int) -> None:
+        """Empty environment ``env_id``'s root pool."""
+        (env,) = env_id_list([env_id], self.config.env_num)
+        self.root.clear(env)
+        log.debug("zerokv: cleared root pool of env %d", env)
+
+    def clear_roots(self) -> None:
+        """Empty every root pool."""
+        self.root.clear(None)
+
+    def clear_recurrent(self) -> None:
+        """Empty the recurrent pool."""
+        self.recurrent.clear(None)
+
+    def clear_all(self) -> None:
+        """Empty every pool (statistics and storage are kept)."""
+        self.clear_roots()
+        self.clear_recurrent()
+        log.debug("zerokv: cleared every pool")
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self) -> ManagerStats:
+        """The manager's lookup counters (reads the device)."""
+        values = (int(v) for v in self.counters.tolist())
+        return ManagerStats(**dict(zip(_MANAGER_FIELDS, values)))
+
+    def root_stats(self, env_id: int | None = None) -> PoolStats:
+        """One environment's root pool statistics, or the tier's sum."""
+        if env_id is not None:
+            (env_id,) = env_id_list([env_id], self.config.env_num)
+        return self.root.stats_of(env_id)
+
+    def recurrent_stats(self) -> PoolStats:
+        return self.recurrent.stats_of(0)
+
+    def reset_stats(self) -> None:
+        self.counters.zero_()
+        self.root.reset_stats()
+        self.recurrent.reset_stats()
+
+    # ------------------------------------------------------------------ inspection
+    def root_slot_keys(self, env_id: int) -> list[int | None]:
+        (env,) = env_id_list([env_id], self.config.env_num)
+        return self.root.slot_keys(env)
+
+    def recurrent_slot_keys(self) -> list[int | None]:
+        return self.recurrent.slot_keys(0)
+
+    def entry_at(self, tier: Tier, env_id: int, slot: int) -> Entries:
+        """A copy of the entry in ``slot`` of a tier's pool (one row of ``Entries``)."""
+        if tier is Tier.ROOT:
+            (env,) = env_id_list([env_id], self.config.env_num)
+            flat = env * self.config.root_capacity + self.root.check_slot(slot)
+        else:
+            flat = self.recurrent_base + self.recurrent.check_slot(slot)
+        return self.slab.read(torch.tensor([flat], device=self.device))
+
+    @property
+    def storage_bytes(self) -> int:
+        return self.slab.storage_bytes
+
+    def check(self) -> None:
+        """Runtime contracts: both indexes, stored lengths, statistics identities."""
+        self.root.check()
+        self.recurrent.check()
+        lengths = self.slab.lengths[: self.slab.num_slots]
+        if bool(((lengths < 0) | (lengths > self.config.context_length)).any()):
+            raise ContractViolation("a stored length lies outside [0, cl]")
+        self.stats().check()
