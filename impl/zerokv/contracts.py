@@ -12,9 +12,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["ENABLED", "enabled"]
+import torch
+
+__all__ = ["CPU_SHORTCUTS", "ENABLED", "enabled", "host_reads_are_free"]
 
 ENABLED = False
+
+#: On the CPU a "device" value is already in host memory, so the hot path may look at one
+#: to skip work (stop the FIFO fixed point early, skip a gather). On CUDA it never does.
+#: Tests switch this off to run the exact CUDA code path on the CPU and prove it
+#: synchronisation-free (tests/test_sync_free.py).
+CPU_SHORTCUTS = True
+
+
+def host_reads_are_free(device: torch.device) -> bool:
+    """Whether the hot path may read a value of ``device`` on the host at no cost."""
+    return CPU_SHORTCUTS and device.type == "cpu"
 
 
 @contextmanager

@@ -443,7 +443,7 @@ class FIFOIndex(SlotIndex):
             insertion = torch.where(has_prev, latest_n, initial)
             return count > insertion + cap, count, has_prev, latest_n
 
-        on_cpu = self.device.type == "cpu"
+        on_cpu = contracts.host_reads_are_free(self.device)
         for _ in range(rows):
             following = step(new)[0]
             # CPU: stop at the fixed point (a host read is free there); CUDA: B rounds.

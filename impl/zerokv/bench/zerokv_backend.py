@@ -1,0 +1,149 @@
+"""zerokv's side of the replay: the ``CacheBackend`` protocol on ``zerokv.CacheManager``.
+
+This is how UniZero's inference would call zerokv, one batched call per phase:
+``keys_of`` (device hashing) -> ``lookup`` -> ``gather`` (static width ``cl``) -> the
+model's tokens (a miss's fresh token, then the 2 new tokens) -> ``store_*_batch`` (split,
+window rule, batched write). Sizes are LightZero's (``CacheConfig.legacy``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from zerokv.bench.workload import StepOutput, WorkloadConfig
+from zerokv.entry import Batch, Correction
+from zerokv.manager import CacheConfig, CacheManager, TierLookup
+
+__all__ = ["ZeroKVBackend"]
+
+
+class ZeroKVBackend:
+    """``CacheBackend`` over one ``zerokv.CacheManager``."""
+
+    name = "zerokv"
+
+    def __init__(self, cfg: WorkloadConfig, device: torch.device, dtype: torch.dtype) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.manager = CacheManager(
+            CacheConfig.legacy(
+                env_num=cfg.env_num,
+                num_layers=cfg.num_layers,
+                num_heads=cfg.num_heads,
+                head_dim=cfg.head_dim,
+                context_length=cfg.context_length,
+                num_simulations=cfg.num_simulations,
+                max_cache_size=cfg.max_cache_size,
+                device=str(self.device),
+                dtype=dtype,
+            )
+        )
+        self._correction: tuple[torch.Tensor, Correction] | None = None
+
+    def _prepared(self, table: torch.Tensor) -> Correction:
+        # The table changes only when the weights do: pad it once, reuse it per store.
+        if self._correction is None or self._correction[0] is not table:
+            self._correction = (table, Correction(table))
+        return self._correction[1]
+
+    def _with_tokens(
+        self, found: TierLookup, fresh: torch.Tensor, new: torch.Tensor, miss: torch.Tensor
+    ) -> Batch:
+        """The gathered batch, a fresh token for each miss, then the 2 new tokens appended.
+
+        Equivalent to ``append`` on the batch with the miss rows replaced: the batch is
+        ``cl`` wide and stored entries hold at most ``cl - 2`` tokens, so the overflow
+        rule drops 2 columns of padding and no real token.
+        """
+        batch = self.manager.gather(found)
+        kv = batch.kv
+        last = torch.where(miss.view(1, 1, -1, 1, 1, 1), fresh, kv[:, :, :, :, -1:, :])
+        kv = torch.cat([kv[:, :, :, :, 2:-1, :], last, new], dim=4)
+        lengths = torch.where(miss, torch.ones_like(batch.lengths), batch.lengths)
+        return Batch(kv, lengths.clamp(max=self.cfg.context_length - 2) + new.shape[4])
+
+    def root_step(
+        self,
+        env_ids: Sequence[int],
+        continuing: torch.Tensor,
+        prev_latents: torch.Tensor,
+        fresh: torch.Tensor,
+        new: torch.Tensor,
+        cur_latents: torch.Tensor,
+        correction: torch.Tensor,
+    ) -> StepOutput:
+        mgr = self.manager
+        rows = len(env_ids)
+        cont = [bool(c) for c in continuing.tolist()]  # a host tensor: no device read
+        keys, fps = mgr.keys_of(prev_latents)
+        if all(cont):
+            found = mgr.lookup(env_ids, keys, fps, tiers="root")
+        else:
+            # Only continuing environments look their previous root up (as LightZero).
+            picked = [b for b in range(rows) if cont[b]]
+            zero = torch.full((rows,), mgr.slab.zero, dtype=torch.int64, device=self.device)
+            none = torch.zeros(rows, dtype=torch.int64, device=self.device)
+            found = TierLookup(none, none - 1, none.bool(), zero)
+            if picked:
+                rows_t = torch.tensor(picked, dtype=torch.int64).to(self.device)
+                sub = mgr.lookup(
+                    [env_ids[b] for b in picked],
+                    keys.index_select(0, rows_t),
+                    fps.index_select(0, rows_t),
+                    tiers="root",
+                )
+                found = TierLookup(
+                    none.index_copy(0, rows_t, sub.tier),
+                    (none - 1).index_copy(0, rows_t, sub.slot),
+                    found.collided,
+                    zero.index_copy(0, rows_t, sub.global_slot),
+                )
+        cont_t = torch.tensor(cont, dtype=torch.bool).to(self.device)
+        batch = self._with_tokens(found, fresh, new, cont_t & (found.tier == 0))
+        cur_keys, cur_fps = mgr.keys_of(cur_latents)
+        mgr.store_root_batch(env_ids, cur_keys, batch, self._prepared(correction), cur_fps)
+        return StepOutput(batch.kv, batch.lengths)
+
+    def sim_step(
+        self,
+        env_ids: Sequence[int],
+        parent_latents: torch.Tensor,
+        fresh: torch.Tensor,
+        new: torch.Tensor,
+        child_latents: torch.Tensor,
+        correction: torch.Tensor,
+    ) -> StepOutput:
+        mgr = self.manager
+        keys, fps = mgr.keys_of(parent_latents)
+        found = mgr.lookup(env_ids, keys, fps)
+        batch = self._with_tokens(found, fresh, new, found.tier == 0)
+        child_keys, child_fps = mgr.keys_of(child_latents)
+        mgr.store_recurrent_batch(env_ids, child_keys, batch, self._prepared(correction), child_fps)
+        return StepOutput(batch.kv, batch.lengths)
+
+    def clear_recurrent(self) -> None:
+        self.manager.clear_recurrent()
+
+    def clear_env(self, env_id: int) -> None:
+        self.manager.clear_env(env_id)
+
+    def clear_all(self) -> None:
+        self.manager.clear_all()
+
+    def hit_counts(self) -> dict[str, int]:
+        s = self.manager.stats()
+        return {
+            "root_hits": s.root_hits,
+            "recurrent_hits": s.recurrent_hits,
+            "misses": s.misses,
+            "lookups": s.queries,
+        }
+
+    def storage_bytes(self) -> int:
+        return self.manager.storage_bytes
+
+    def stored_entries(self) -> int:
+        mgr = self.manager
+        return int(mgr.root.occupied.sum().item()) + int(mgr.recurrent.occupied.sum().item())
