@@ -1,0 +1,129 @@
+"""Nothing a caller receives from zerokv (or hands to it) lets it change a pool afterwards.
+
+LightZero's old manager returned the stored object itself, and every stored entry once
+aliased one shared object. Here every result is a fresh tensor: the test writes into all
+of them, and into everything it passed in, and checks that the pools are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zerokv import (
+    CacheConfig,
+    CacheManager,
+    Correction,
+    Entries,
+    SlotPool,
+    Tier,
+    append,
+)
+
+
+def _scribble(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype.is_floating_point:
+            t.add_(1000.0)
+        elif t.dtype == torch.bool:
+            t.logical_not_()
+        else:
+            t.add_(7)
+
+
+def _snapshot(mgr: CacheManager) -> tuple[object, ...]:
+    return (
+        mgr.slab.kv.clone(),
+        mgr.slab.lengths.clone(),
+        [mgr.root_slot_keys(e) for e in range(mgr.config.env_num)],
+        mgr.recurrent_slot_keys(),
+        mgr.stats(),
+        mgr.root_stats(),
+        mgr.recurrent_stats(),
+    )
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return all(
+        torch.equal(x, y) if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) else x == y
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_manager_results_and_inputs_are_private() -> None:
+    cfg = CacheConfig(
+        env_num=2,
+        num_layers=2,
+        num_heads=2,
+        head_dim=3,
+        context_length=8,
+        root_capacity=4,
+        recurrent_capacity=4,
+    )
+    mgr = CacheManager(cfg)
+    gen = torch.Generator().manual_seed(0)
+    env_ids = [0, 1]
+    latents = torch.randn(2, 6, generator=gen)
+    table = torch.randn(2, 2, 2, 5, 3, generator=gen)
+    corr = Correction(table)
+    keys, fps = mgr.keys_of(latents)
+    new = torch.randn(2, 2, 2, 2, 2, 3, generator=gen)
+    batch = append(mgr.gather(mgr.lookup(env_ids, keys, fps, tiers="root")), new, 8)
+    put_root = mgr.store_root_batch(env_ids, keys, batch, corr, fps)
+    child_keys, child_fps = mgr.keys_of(torch.randn(2, 6, generator=gen))
+    put_rec = mgr.store_recurrent_batch(env_ids, child_keys, batch, corr, child_fps)
+    found = mgr.lookup(env_ids, keys, fps)
+    gathered = mgr.gather(found)
+    read = mgr.read(found)
+    stored = mgr.entry_at(Tier.ROOT, 0, int(found.slot[0]))
+    assert int(found.tier[0]) == int(Tier.ROOT) and int(gathered.lengths[0]) == 2
+    before = _snapshot(mgr)
+    expected_rows = gathered.kv.clone()
+
+    _scribble(
+        latents,
+        table,
+        corr.padded,
+        keys,
+        fps,
+        new,
+        batch.kv,
+        batch.lengths,
+        put_root.slot,
+        put_root.evicted,
+        put_root.write,
+        put_rec.slot,
+        put_rec.write,
+        child_keys,
+        child_fps,
+        found.tier,
+        found.slot,
+        found.global_slot,
+        gathered.kv,
+        gathered.lengths,
+        read.kv,
+        read.lengths,
+        stored.kv,
+        stored.lengths,
+    )
+    stats = mgr.stats()
+    stats.hits += 100
+
+    assert _same(before, _snapshot(mgr))
+    again = mgr.gather(mgr.lookup(env_ids, keys - 7, fps - 7))  # undo the key scribble
+    assert torch.equal(again.kv, expected_rows)
+
+
+def test_pool_results_and_inputs_are_private() -> None:
+    pool = SlotPool(3, num_layers=1, num_heads=1, head_dim=2, context_length=4)
+    kv = torch.arange(2 * 2 * 4 * 2, dtype=torch.float32).view(1, 2, 2, 1, 4, 2)
+    entries = Entries(kv, torch.tensor([4, 2]))
+    keys = torch.tensor([10, 11])
+    out = pool.put_many(keys, entries)
+    got = pool.get_many(keys)
+    batch = pool.gather(got)
+    slab_before = pool.slab.kv.clone()
+    _scribble(kv, entries.lengths, keys, out.slot, got.slot, got.status, batch.kv, batch.lengths)
+    assert torch.equal(pool.slab.kv, slab_before)
+    again = pool.gather(pool.get_many(torch.tensor([10, 11])))
+    assert torch.equal(again.lengths, torch.tensor([4, 2]))
+    assert pool.slot_keys() == [10, 11, None]
