@@ -4,6 +4,7 @@ must return the same K/V on every step (no timing assertions; speed lives in the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -41,8 +42,16 @@ def test_zerokv_and_legacy_agree(name: str) -> None:
 class _Corrupting(ZeroKVBackend):
     """zerokv with one stored value flipped: the replay's check must notice."""
 
-    def sim_step(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> StepOutput:  # type: ignore[override]
-        out = super().sim_step(*args, **kwargs)
+    def sim_step(
+        self,
+        env_ids: Sequence[int],
+        parent_latents: torch.Tensor,
+        fresh: torch.Tensor,
+        new: torch.Tensor,
+        child_latents: torch.Tensor,
+        correction: torch.Tensor,
+    ) -> StepOutput:
+        out = super().sim_step(env_ids, parent_latents, fresh, new, child_latents, correction)
         if int(out.lengths[0]) > 0:
             out.kv[0, 0, 0, 0, -1, 0] += 1.0
         return out

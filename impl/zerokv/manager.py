@@ -563,6 +563,16 @@ class CacheManager:
     def recurrent_slot_keys(self) -> list[int | None]:
         return self.recurrent.slot_keys(0)
 
+    def root_sizes(self) -> list[int]:
+        """Stored entries of every environment's root pool (one device read)."""
+        cfg = self.config
+        occupied = self.root.occupied[: self.root.trash].view(cfg.env_num, cfg.root_capacity)
+        return [int(n) for n in occupied.sum(dim=1).tolist()]
+
+    def recurrent_size(self) -> int:
+        """Stored entries of the recurrent pool (one device read)."""
+        return self.recurrent.size(0)
+
     def entry_at(self, tier: Tier, env_id: int, slot: int) -> Entries:
         """A copy of the entry in ``slot`` of a tier's pool (one row of ``Entries``)."""
         if tier is Tier.ROOT:

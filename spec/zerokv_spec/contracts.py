@@ -950,7 +950,7 @@ def pool_eviction_order_driver(
     pre: len(slots) == capacity and all(valid_slot(s) for s in slots)
     pre: 0 <= pointer < capacity
     post: [k for k in __return__[1] if k is not None] == list(__return__[0])
-    post: sorted(__return__[0]) == sorted(k for k, _, _, _ in slots if k >= 0)
+    post: sorted(__return__[0]) == sorted({k for k, _, _, _ in slots if k >= 0})
     """
     pool = restore(policy, capacity, slots, pointer)
     order = tuple(pool.eviction_order())
