@@ -57,6 +57,7 @@ def record_host_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def _manager(device: str) -> CacheManager:
+    # The device-resident index: the code path CUDA runs (the CPU default is the host index).
     cfg = CacheConfig.legacy(
         env_num=4,
         num_layers=2,
@@ -65,6 +66,7 @@ def _manager(device: str) -> CacheManager:
         context_length=8,
         num_simulations=3,
         device=device,
+        index="device",
     )
     return CacheManager(cfg)
 

@@ -43,6 +43,7 @@ Host-level queries (``size``, ``slot_of``, ``key_at``, ``eviction_order``, ``sta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -58,6 +59,9 @@ from zerokv.errors import (
 )
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
+
+if TYPE_CHECKING:
+    from zerokv.host_index import HostIndex
 
 __all__ = [
     "STATS_FIELDS",
@@ -349,6 +353,19 @@ class SlotIndex:
     def size(self, pool_id: int) -> int:
         return int(self.occupied[self._pool_range(pool_id)].sum().item())
 
+    def sizes(self) -> list[int]:
+        """Entries stored in each pool (one device read)."""
+        grid = self._grid(self.occupied).sum(dim=1)
+        return [int(n) for n in grid.tolist()]
+
+    def pool_stats(self) -> list[PoolStats]:
+        """Every pool's statistics (one device read)."""
+        return [PoolStats(**dict(zip(STATS_FIELDS, row))) for row in self.stats.tolist()]
+
+    def stored(self) -> int:
+        """Entries stored in all pools (reads the device)."""
+        return int(self.occupied[: self.trash].sum().item())
+
     def slot_of(self, pool_id: int, key: int) -> int:
         self.check_pool_id(pool_id)
         self.check_key(key)
@@ -629,13 +646,33 @@ class PriorityIndex(SlotIndex):
 
 
 def make_index(
-    policy: Policy, num_pools: int, capacity: int, device: torch.device | str = "cpu"
-) -> SlotIndex:
-    """A new empty index of ``policy``."""
+    policy: Policy,
+    num_pools: int,
+    capacity: int,
+    device: torch.device | str = "cpu",
+    backend: str = "auto",
+) -> SlotIndex | HostIndex:
+    """A new empty index of ``policy``.
+
+    ``backend``: ``"device"`` (``SlotIndex``, tensors on ``device``), ``"host"``
+    (``zerokv.host_index.HostIndex``, CPU tensors only) or ``"auto"``: the host index where
+    ``contracts.host_reads_are_free(device)``, else the device index.
+    """
+    from zerokv.host_index import HostIndex
+
+    dev = torch.device(device)
+    if backend == "auto":
+        backend = "host" if contracts.host_reads_are_free(dev) else "device"
+    if backend == "host":
+        if dev.type != "cpu":
+            raise ConfigError(f"the host index serves CPU tensors only, not {dev}")
+        return HostIndex(policy, num_pools, capacity, dev)
+    if backend != "device":
+        raise ConfigError(f"index backend must be 'auto', 'device' or 'host', got {backend!r}")
     if policy is Policy.FIFO:
-        return FIFOIndex(num_pools, capacity, device)
+        return FIFOIndex(num_pools, capacity, dev)
     if policy is Policy.LRU:
-        return LRUIndex(num_pools, capacity, device)
+        return LRUIndex(num_pools, capacity, dev)
     if policy is Policy.PRIORITY:
-        return PriorityIndex(num_pools, capacity, device)
+        return PriorityIndex(num_pools, capacity, dev)
     raise ConfigError(f"unknown policy {policy!r}")

@@ -75,6 +75,8 @@ class CacheConfig:
     scope: Scope = Scope.ENV
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
+    #: Index backend: "auto" (host index on the CPU, device index on CUDA), "device", "host".
+    index: str = "auto"
 
     def __post_init__(self) -> None:
         self.spec_config()  # validates the shared fields with the spec's own rules
@@ -143,8 +145,8 @@ class CacheManager:
         self.device = torch.device(config.device)
         self.key_fn = key_fn
         cfg = config
-        self.root = make_index(cfg.policy, cfg.env_num, cfg.root_capacity, self.device)
-        self.recurrent = make_index(cfg.policy, 1, cfg.recurrent_capacity, self.device)
+        self.root = make_index(cfg.policy, cfg.env_num, cfg.root_capacity, self.device, cfg.index)
+        self.recurrent = make_index(cfg.policy, 1, cfg.recurrent_capacity, self.device, cfg.index)
         self.recurrent_base = cfg.env_num * cfg.root_capacity
         self.slab = Slab(
             self.recurrent_base + cfg.recurrent_capacity,
@@ -565,9 +567,7 @@ class CacheManager:
 
     def root_sizes(self) -> list[int]:
         """Stored entries of every environment's root pool (one device read)."""
-        cfg = self.config
-        occupied = self.root.occupied[: self.root.trash].view(cfg.env_num, cfg.root_capacity)
-        return [int(n) for n in occupied.sum(dim=1).tolist()]
+        return self.root.sizes()
 
     def recurrent_size(self) -> int:
         """Stored entries of the recurrent pool (one device read)."""
@@ -585,6 +585,10 @@ class CacheManager:
     @property
     def storage_bytes(self) -> int:
         return self.slab.storage_bytes
+
+    def stored_entries(self) -> int:
+        """Entries stored in every pool (reads the device)."""
+        return self.root.stored() + self.recurrent.stored()
 
     def check(self) -> None:
         """Runtime contracts: both indexes, stored lengths, statistics identities."""

@@ -19,6 +19,7 @@ import torch
 from zerokv import contracts
 from zerokv.entry import Batch, Entries
 from zerokv.errors import ContractViolation, ShapeError
+from zerokv.host_index import HostIndex
 from zerokv.index import LookupOutcome, PutOutcome, SlotIndex, make_index
 from zerokv.slab import Slab
 from zerokv.validate import check_entries, check_fingerprints, check_keys, check_priorities
@@ -43,8 +44,9 @@ class SlotPool:
         num_pools: int = 1,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        index: str = "auto",
     ) -> None:
-        self.index: SlotIndex = make_index(policy, num_pools, capacity, device)
+        self.index: SlotIndex | HostIndex = make_index(policy, num_pools, capacity, device, index)
         self.slab = Slab(
             num_pools * capacity, num_layers, num_heads, head_dim, context_length, device, dtype
         )

@@ -145,5 +145,4 @@ class ZeroKVBackend:
         return self.manager.storage_bytes
 
     def stored_entries(self) -> int:
-        mgr = self.manager
-        return int(mgr.root.occupied.sum().item()) + int(mgr.recurrent.occupied.sum().item())
+        return self.manager.stored_entries()
