@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from zerokv.bench.report import (
     format_sweep,
     machine_info,
     write_json,
+    write_markdown,
     write_plot,
 )
 from zerokv.bench.workload import (
@@ -154,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
         "torch's default)",
     )
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument(
+        "--markdown",
+        metavar="PATH",
+        help="write the performance page (method, machine, command, tables, plot link)",
+    )
     p.add_argument(
         "--plot",
         metavar="PATH",
@@ -404,6 +411,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         write_json(args.json, doc)
         _emit(f"wrote {args.json}")
+    if args.markdown:
+        sections = [format_comparison(cmp) for cmp in comparisons]
+        if len(comparisons) > 1:
+            sections.append(format_summary(comparisons))
+        if sweeps:
+            sections.append(format_sweep(sweeps))
+        plot_ref = None
+        if args.plot:
+            plot_ref = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
+        write_markdown(
+            args.markdown,
+            command="python -m zerokv.bench "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+            machine=machine_info(device, dtype),
+            sections=sections,
+            plot=plot_ref,
+        )
+        _emit(f"wrote {args.markdown}")
     if args.plot:
         try:
             write_plot(args.plot, sweeps, legacy_name=legacy_name, candidate_name=candidate_name)
