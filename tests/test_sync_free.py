@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -71,45 +72,58 @@ def _manager(device: str) -> CacheManager:
     return CacheManager(cfg)
 
 
-def _hot_path(mgr: CacheManager, steps: int) -> None:
-    """Root step then ``steps`` simulations, as UniZero runs them (all batched)."""
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the model would produce, made on the device before the checked region."""
+
+    correction: Correction
+    root: torch.Tensor
+    tokens: list[torch.Tensor]
+    children: list[torch.Tensor]
+
+
+def _inputs(mgr: CacheManager, steps: int) -> Inputs:
     cfg = mgr.config
     dev = mgr.device
     gen = torch.Generator(device="cpu").manual_seed(0)
-    env_ids = [0, 1, 2, 3]
-    rows = len(env_ids)
-    corr = Correction(
-        torch.randn(
-            cfg.num_layers, 2, cfg.num_heads, cfg.context_length - 3, cfg.head_dim, generator=gen
-        ).to(dev)
+    rows = 4
+    table = torch.randn(
+        cfg.num_layers, 2, cfg.num_heads, cfg.context_length - 3, cfg.head_dim, generator=gen
+    )
+    shape = (cfg.num_layers, 2, rows, cfg.num_heads, 2, cfg.head_dim)
+    return Inputs(
+        Correction(table.to(dev)),
+        torch.randn(rows, 16, generator=gen).to(dev),
+        [torch.randn(shape, generator=gen).to(dev) for _ in range(steps + 1)],
+        [torch.randn(rows, 16, generator=gen).to(dev) for _ in range(steps)],
     )
 
-    def tokens() -> torch.Tensor:
-        shape = (cfg.num_layers, 2, rows, cfg.num_heads, 2, cfg.head_dim)
-        return torch.randn(shape, generator=gen).to(dev)
 
-    root = torch.randn(rows, 16, generator=gen).to(dev)
-    keys, fps = mgr.keys_of(root)
+def _hot_path(mgr: CacheManager, inputs: Inputs) -> None:
+    """Root step then one simulation per prepared child, as UniZero runs them (batched)."""
+    cl = mgr.config.context_length
+    env_ids = [0, 1, 2, 3]
+    keys, fps = mgr.keys_of(inputs.root)
     found = mgr.lookup(env_ids, keys, fps, tiers="root")
-    batch = append(mgr.gather(found), tokens(), cfg.context_length)
-    mgr.store_root_batch(env_ids, keys, batch, corr, fps)
-    parents = root
-    for _ in range(steps):
+    batch = append(mgr.gather(found), inputs.tokens[0], cl)
+    mgr.store_root_batch(env_ids, keys, batch, inputs.correction, fps)
+    parents = inputs.root
+    for tokens, children in zip(inputs.tokens[1:], inputs.children, strict=True):
         keys, fps = mgr.keys_of(parents)
         found = mgr.lookup(env_ids, keys, fps)
-        batch = append(mgr.gather(found), tokens(), cfg.context_length)
-        children = torch.randn(rows, 16, generator=gen).to(dev)
+        batch = append(mgr.gather(found), tokens, cl)
         child_keys, child_fps = mgr.keys_of(children)
-        mgr.store_recurrent_batch(env_ids, child_keys, batch, corr, child_fps)
+        mgr.store_recurrent_batch(env_ids, child_keys, batch, inputs.correction, child_fps)
         parents = children
 
 
 def test_cpu_hot_path_reads_nothing_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     mgr = _manager("cpu")
-    _hot_path(mgr, 1)  # warm caches (env-id tensors, hash tables) outside the check
+    _hot_path(mgr, _inputs(mgr, 1))  # warm caches (env-id tensors, hash tables) first
     monkeypatch.setattr(contracts, "CPU_SHORTCUTS", False)
+    inputs = _inputs(mgr, 3)
     with record_host_reads(monkeypatch) as calls:
-        _hot_path(mgr, 3)
+        _hot_path(mgr, inputs)
     assert calls == []
     # The work really happened: lookups were counted and the recurrent pool filled.
     stats = mgr.stats()
@@ -119,10 +133,11 @@ def test_cpu_hot_path_reads_nothing_on_the_host(monkeypatch: pytest.MonkeyPatch)
 
 def test_instrument_catches_host_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     mgr = _manager("cpu")
-    _hot_path(mgr, 1)
+    _hot_path(mgr, _inputs(mgr, 1))
     monkeypatch.setattr(contracts, "CPU_SHORTCUTS", True)
+    inputs = _inputs(mgr, 3)
     with record_host_reads(monkeypatch) as calls:
-        _hot_path(mgr, 3)
+        _hot_path(mgr, inputs)
     # The CPU-only shortcuts read device values (free on a CPU): the instrument sees them.
     assert calls, "the instrument recorded nothing although the CPU shortcuts read values"
     with record_host_reads(monkeypatch) as calls:
@@ -133,11 +148,12 @@ def test_instrument_catches_host_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.cuda
 def test_cuda_hot_path_is_sync_free() -> None:
     mgr = _manager("cuda")
-    _hot_path(mgr, 1)
+    _hot_path(mgr, _inputs(mgr, 1))
+    inputs = _inputs(mgr, 3)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _hot_path(mgr, 3)
+        _hot_path(mgr, inputs)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()

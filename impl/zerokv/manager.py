@@ -32,12 +32,20 @@ import torch
 from zerokv import contracts
 from zerokv.entry import Batch, Correction, Entries, store_rows
 from zerokv.errors import BatchError, ConfigError, ContractViolation, SearchCapacityError
-from zerokv.hashing import KeyFn, env_tags, keys_and_fingerprints, scoped_fingerprints, scoped_keys
+from zerokv.hashing import (
+    KeyFn,
+    env_tags,
+    keys_and_fingerprints,
+    latent_fingerprints,
+    scoped_fingerprints,
+    scoped_keys,
+)
 from zerokv.index import PutOutcome, make_index
 from zerokv.slab import Slab
 from zerokv.validate import (
     check_batch,
     check_entries,
+    check_env_range,
     check_fingerprints,
     check_keys,
     check_priorities,
@@ -56,8 +64,6 @@ from zerokv_spec.stats import ManagerStats, PoolStats
 __all__ = ["CacheConfig", "CacheManager", "TierLookup"]
 
 log = logging.getLogger("zerokv")
-
-_MANAGER_FIELDS = ("queries", "hits", "misses", "root_hits", "recurrent_hits")
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,9 @@ class CacheManager:
             cfg.dtype,
         )
         self.shape = (cfg.num_layers, cfg.num_heads, cfg.head_dim)
-        self.counters = torch.zeros(len(_MANAGER_FIELDS), dtype=torch.int64, device=self.device)
+        #: Lookups so far (host) and, on the device, ``[root_hits, recurrent_hits]``.
+        self.queries = 0
+        self.counters = torch.zeros(2, dtype=torch.int64, device=self.device)
         self.key_tags, self.fp_tags = env_tags(cfg.env_num, self.device)
         self.search_budget: int | None = None
         self.search_used = 0
@@ -172,8 +180,7 @@ class CacheManager:
         )
 
     # ------------------------------------------------------------------ helpers
-    def _envs(self, env_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        ids = env_id_list(env_ids, self.config.env_num)
+    def _envs(self, ids: tuple[int, ...]) -> torch.Tensor:
         cached = self._env_cache.get(ids)
         if cached is None:
             cached = torch.tensor(ids, dtype=torch.int64).to(self.device)
@@ -188,12 +195,14 @@ class CacheManager:
         fingerprints: torch.Tensor | None,
         has_fingerprint: torch.Tensor | None,
     ) -> torch.Tensor:
-        envs = self._envs(env_ids)
+        # The spec's order: row counts first, then each row's values.
+        ids = env_id_list(env_ids, None)
         check_keys(keys, self.device)
-        if keys.shape[0] != envs.shape[0]:
-            raise BatchError(f"got {envs.shape[0]} env ids but {keys.shape[0]} keys")
+        if keys.shape[0] != len(ids):
+            raise BatchError(f"got {len(ids)} env ids but {keys.shape[0]} keys")
         check_fingerprints(fingerprints, has_fingerprint, keys.shape[0], self.device)
-        return envs
+        check_env_range(ids, self.config.env_num)
+        return self._envs(ids)
 
     def recurrent_keys(
         self,
@@ -219,10 +228,9 @@ class CacheManager:
     # ------------------------------------------------------------------ keys
     def keys_of(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and fingerprints ``[B]`` of latents ``[B, ...]`` (on their device)."""
-        keys, fps = keys_and_fingerprints(latents)
-        if self.key_fn is not None:
-            keys = self.key_fn(latents)
-        return keys, fps
+        if self.key_fn is None:
+            return keys_and_fingerprints(latents)
+        return self.key_fn(latents), latent_fingerprints(latents)
 
     # ------------------------------------------------------------------ lookups
     def lookup(
@@ -234,9 +242,9 @@ class CacheManager:
         tiers: str = "hierarchical",
     ) -> TierLookup:
         """The fold of the spec's ``lookup`` (or ``lookup_root`` / ``lookup_recurrent``)."""
+        envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
         if tiers not in ("hierarchical", "root", "recurrent"):
             raise BatchError(f"tiers must be 'hierarchical', 'root' or 'recurrent', got {tiers!r}")
-        envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
         rows = keys.shape[0]
         miss = torch.full_like(keys, -1)
         if tiers == "recurrent":
@@ -255,13 +263,8 @@ class CacheManager:
             rk, rf, rh = self.recurrent_keys(envs, keys, fingerprints, has_fingerprint)
             q = self.recurrent.lookup(torch.zeros_like(envs), rk, rf, rh, active=~root_hit)
             rec_hit, rec_slot, rec_coll = q.status == 1, q.slot, q.status == 2
-        tier = torch.where(
-            root_hit,
-            torch.full_like(keys, int(Tier.ROOT)),
-            torch.where(
-                rec_hit, torch.full_like(keys, int(Tier.RECURRENT)), torch.zeros_like(keys)
-            ),
-        )
+        # A row hits at most one tier (the recurrent lookup is inactive where the root hit).
+        tier = root_hit.long() * int(Tier.ROOT) + rec_hit.long() * int(Tier.RECURRENT)
         hit = root_hit | rec_hit
         slot = torch.where(root_hit, root_slot, rec_slot)
         global_slot = torch.where(
@@ -271,15 +274,9 @@ class CacheManager:
                 rec_hit, self.recurrent_base + rec_slot, torch.full_like(keys, self.slab.zero)
             ),
         )
-        hits = torch.stack([root_hit.sum(), rec_hit.sum()])
-        self.counters += torch.cat(
-            [
-                torch.tensor([rows], device=self.device),
-                hits.sum().view(1),
-                (rows - hits.sum()).view(1),
-                hits,
-            ]
-        )
+        # Queries are a host count (the batch size); only the tier hits live on the device.
+        self.queries += rows
+        self.counters += torch.stack([root_hit.sum(), rec_hit.sum()])
         return TierLookup(tier, slot, ~hit & (root_coll | rec_coll), global_slot)
 
     def gather(self, found: TierLookup, width: int | None = None) -> Batch:
@@ -321,7 +318,6 @@ class CacheManager:
 
     def _check_store(
         self,
-        tier: Tier,
         env_ids: Sequence[int] | torch.Tensor,
         keys: torch.Tensor,
         fingerprints: torch.Tensor | None,
@@ -332,14 +328,15 @@ class CacheManager:
         envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
         check_priorities(priorities, has_priority, keys.shape[0], self.device)
         self.root.check_priorities(priorities)
-        budget = self.search_budget
-        if tier is Tier.RECURRENT and budget is not None:  # noqa: SIM102 - reads better
-            if self.search_used + keys.shape[0] > budget:
-                raise SearchCapacityError(
-                    f"the search declared {self.search_budget} recurrent stores and has made "
-                    f"{self.search_used}; {keys.shape[0]} more would exceed it"
-                )
         return envs
+
+    def _check_budget(self, tier: Tier, stores: int) -> None:
+        budget = self.search_budget
+        if tier is Tier.RECURRENT and budget is not None and self.search_used + stores > budget:
+            raise SearchCapacityError(
+                f"the search declared {budget} recurrent stores and has made "
+                f"{self.search_used}; {stores} more would exceed it"
+            )
 
     def _store_batch(
         self,
@@ -353,14 +350,17 @@ class CacheManager:
         priorities: torch.Tensor | None,
         has_priority: torch.Tensor | None,
     ) -> PutOutcome:
-        envs = self._check_store(
-            tier, env_ids, keys, fingerprints, has_fingerprint, priorities, has_priority
-        )
+        # The spec's order: the batch and the table, then the rows, then the search budget.
         cfg = self.config
+        check_keys(keys, self.device)
         check_batch(batch, keys.shape[0], self.shape, cfg.context_length, self.device, cfg.dtype)
         if not isinstance(correction, Correction):
             raise BatchError(f"expected a zerokv Correction, got {type(correction).__name__}")
         correction.check(batch.kv, cfg.context_length)
+        envs = self._check_store(
+            env_ids, keys, fingerprints, has_fingerprint, priorities, has_priority
+        )
+        self._check_budget(tier, keys.shape[0])
         entries = store_rows(batch, cfg.context_length, correction)
         return self._put(
             tier, envs, keys, entries, fingerprints, has_fingerprint, priorities, has_priority
@@ -426,12 +426,13 @@ class CacheManager:
         has_priority: torch.Tensor | None,
     ) -> PutOutcome:
         envs = self._check_store(
-            tier, env_ids, keys, fingerprints, has_fingerprint, priorities, has_priority
+            env_ids, keys, fingerprints, has_fingerprint, priorities, has_priority
         )
         cfg = self.config
         check_entries(
             entries, keys.shape[0], self.shape, cfg.context_length, self.device, cfg.dtype
         )
+        self._check_budget(tier, keys.shape[0])
         return self._put(
             tier, envs, keys, entries, fingerprints, has_fingerprint, priorities, has_priority
         )
@@ -540,8 +541,9 @@ class CacheManager:
     # ------------------------------------------------------------------ statistics
     def stats(self) -> ManagerStats:
         """The manager's lookup counters (reads the device)."""
-        values = (int(v) for v in self.counters.tolist())
-        return ManagerStats(**dict(zip(_MANAGER_FIELDS, values)))
+        root_hits, recurrent_hits = (int(v) for v in self.counters.tolist())
+        hits = root_hits + recurrent_hits
+        return ManagerStats(self.queries, hits, self.queries - hits, root_hits, recurrent_hits)
 
     def root_stats(self, env_id: int | None = None) -> PoolStats:
         """One environment's root pool statistics, or the tier's sum."""
@@ -553,6 +555,7 @@ class CacheManager:
         return self.recurrent.stats_of(0)
 
     def reset_stats(self) -> None:
+        self.queries = 0
         self.counters.zero_()
         self.root.reset_stats()
         self.recurrent.reset_stats()

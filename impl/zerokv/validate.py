@@ -18,6 +18,7 @@ from zerokv.errors import BatchError, DeviceError, DTypeError, EnvIdError, Shape
 __all__ = [
     "check_batch",
     "check_entries",
+    "check_env_range",
     "check_fingerprints",
     "check_keys",
     "check_priorities",
@@ -89,8 +90,11 @@ def check_priorities(
         raise ShapeError(f"has_priority must be a ({rows},) bool tensor on {device}")
 
 
-def env_id_list(env_ids: Sequence[int] | torch.Tensor, env_num: int) -> tuple[int, ...]:
-    """Env ids as host ints in ``[0, env_num)`` (a CPU tensor is accepted, a GPU one not)."""
+def env_id_list(env_ids: Sequence[int] | torch.Tensor, env_num: int | None) -> tuple[int, ...]:
+    """Env ids as host ints in ``[0, env_num)`` (a CPU tensor is accepted, a GPU one not).
+
+    With ``env_num`` None only the types are checked (``check_env_range`` follows).
+    """
     if isinstance(env_ids, torch.Tensor):
         if env_ids.device.type != "cpu":
             raise DeviceError(
@@ -107,10 +111,16 @@ def env_id_list(env_ids: Sequence[int] | torch.Tensor, env_num: int) -> tuple[in
             if isinstance(e, bool) or not isinstance(e, int):
                 raise EnvIdError(f"env id must be an int, got {type(e).__name__}")
         ids = tuple(env_ids)
+    if env_num is not None:
+        check_env_range(ids, env_num)
+    return ids
+
+
+def check_env_range(ids: Sequence[int], env_num: int) -> None:
+    """Raise ``EnvIdError`` unless every id lies in ``[0, env_num)``."""
     for e in ids:
         if not 0 <= e < env_num:
             raise EnvIdError(f"env id must lie in [0, {env_num}), got {e}")
-    return ids
 
 
 def _check_kv(
