@@ -35,6 +35,7 @@ from zerokv.hashing import keys_and_fingerprints, latent_keys, legacy_keys, weak
 from zerokv.index import LookupOutcome, PutOutcome
 from zerokv.manager import CacheConfig, CacheManager, TierLookup
 from zerokv.pool import SlotPool
+from zerokv.shadow import ShadowDivergence, ShadowManager
 from zerokv_spec.manager import Scope, Tier
 from zerokv_spec.pool import LookupStatus, Policy
 from zerokv_spec.stats import ManagerStats, PoolStats
@@ -56,6 +57,8 @@ __all__ = [
     "PoolStats",
     "PutOutcome",
     "Scope",
+    "ShadowDivergence",
+    "ShadowManager",
     "SlotPool",
     "Tier",
     "TierLookup",

@@ -187,7 +187,9 @@ def _fit_width(kv: torch.Tensor, width: int) -> torch.Tensor:
 
 def assemble(entries: Entries, width: int | None = None) -> Batch:
     """``zerokv_spec.entry.assemble``: a batch of width ``width`` (default: the longest)."""
-    longest = int(entries.lengths.max().item()) if entries.rows else 0
+    if entries.rows == 0:
+        raise BatchError("cannot assemble an empty batch")
+    longest = int(entries.lengths.max().item())
     if width is None:
         width = longest
     elif width < longest:
@@ -272,9 +274,12 @@ def _shift_rows(
         out = torch.addcmul(moved, correction.padded, windowed.to(dtype).view(1, 1, rows, 1, 1, 1))
     else:
         out = moved.clone() if aligned else moved
-    # Multiplying by the 0/1 mask (not torch.where) is several times faster on the CPU;
-    # padding columns hold zeros (or at least finite values) in every zerokv batch.
-    return out.mul_(valid.to(dtype).view(1, 1, rows, 1, cl, 1)), out_len
+    keep = valid.view(1, 1, rows, 1, cl, 1)
+    # On the CPU, multiplying by the 0/1 mask is several times faster than torch.where, and
+    # exact when every value is finite (NaN * 0 is NaN); look first, that is free there.
+    if contracts.host_reads_are_free(out.device) and bool(torch.isfinite(out).all()):
+        return out.mul_(keep.to(dtype)), out_len
+    return torch.where(keep, out, torch.zeros((), dtype=dtype, device=out.device)), out_len
 
 
 def split(batch: Batch, context_length: int) -> Entries:

@@ -148,11 +148,8 @@ class CacheManager:
         if not isinstance(config, CacheConfig):
             raise ConfigError(f"expected a CacheConfig, got {type(config).__name__}")
         self.config = config
-        self.device = torch.device(config.device)
         self.key_fn = key_fn
         cfg = config
-        self.root = make_index(cfg.policy, cfg.env_num, cfg.root_capacity, self.device, cfg.index)
-        self.recurrent = make_index(cfg.policy, 1, cfg.recurrent_capacity, self.device, cfg.index)
         self.recurrent_base = cfg.env_num * cfg.root_capacity
         self.slab = Slab(
             self.recurrent_base + cfg.recurrent_capacity,
@@ -160,9 +157,13 @@ class CacheManager:
             cfg.num_heads,
             cfg.head_dim,
             cfg.context_length,
-            self.device,
+            torch.device(cfg.device),
             cfg.dtype,
         )
+        # The slab's own device ("cuda" becomes "cuda:0"): inputs are compared with it.
+        self.device = self.slab.device
+        self.root = make_index(cfg.policy, cfg.env_num, cfg.root_capacity, self.device, cfg.index)
+        self.recurrent = make_index(cfg.policy, 1, cfg.recurrent_capacity, self.device, cfg.index)
         self.shape = (cfg.num_layers, cfg.num_heads, cfg.head_dim)
         #: Lookups so far (host) and, on the device, ``[root_hits, recurrent_hits]``.
         self.queries = 0
@@ -281,6 +282,8 @@ class CacheManager:
 
     def gather(self, found: TierLookup, width: int | None = None) -> Batch:
         """The entries ``found`` hit, as a batch (``width`` default ``cl``: static shape)."""
+        if found.global_slot.shape[0] == 0:
+            raise BatchError("cannot assemble an empty batch")  # the spec's gather refuses it
         return self.slab.gather(found.global_slot, width)
 
     def read(self, found: TierLookup) -> Entries:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from zerokv.entry import Batch, Entries, _fit_width
-from zerokv.errors import ConfigError
+from zerokv.errors import BatchError, ConfigError
 
 __all__ = ["Slab"]
 
@@ -78,6 +78,13 @@ class Slab:
         kv = self.kv.index_select(2, slots)
         lengths = self.lengths.index_select(0, slots)
         if width is not None and width != self.context_length:
+            if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+                raise BatchError(f"width must be an int >= 0, got {width!r}")
+            if width < self.context_length:
+                # Narrower than the slab: only valid if no entry is longer (a device read).
+                longest = int(lengths.max().item()) if lengths.numel() else 0
+                if width < longest:
+                    raise BatchError(f"width {width} is smaller than the longest entry ({longest})")
             kv = _fit_width(kv, width)
         return Batch(kv, lengths)
 
