@@ -23,13 +23,12 @@ from zerokv.errors import DTypeError, ShapeError
 from zerokv_spec.keys import (
     FINGERPRINT_SEED,
     KEY_SEED,
-    SCOPE_FINGERPRINT_SEED,
-    SCOPE_KEY_SEED,
     descriptor,
+    env_fingerprint_tag,
+    env_key_tag,
     position_tables,
     to_signed,
 )
-from zerokv_spec.keys import fmix64 as spec_fmix64
 
 __all__ = [
     "DTYPE_NAMES",
@@ -170,9 +169,9 @@ def legacy_keys(latents: torch.Tensor) -> torch.Tensor:
 
 @lru_cache(maxsize=64)
 def env_tags(env_num: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per environment id, the key and fingerprint tags of ``zerokv_spec.keys.scoped_*``."""
-    key_tags = [to_signed(spec_fmix64(SCOPE_KEY_SEED ^ e)) for e in range(env_num)]
-    fp_tags = [to_signed(spec_fmix64(SCOPE_FINGERPRINT_SEED ^ e)) for e in range(env_num)]
+    """Per environment id, ``zerokv_spec.keys.env_key_tag`` and ``env_fingerprint_tag``."""
+    key_tags = [to_signed(env_key_tag(e)) for e in range(env_num)]
+    fp_tags = [to_signed(env_fingerprint_tag(e)) for e in range(env_num)]
     return (
         torch.tensor(key_tags, dtype=torch.int64, device=device),
         torch.tensor(fp_tags, dtype=torch.int64, device=device),
@@ -181,12 +180,11 @@ def env_tags(env_num: int, device: torch.device) -> tuple[torch.Tensor, torch.Te
 
 def scoped_keys(keys: torch.Tensor, key_tag: torch.Tensor) -> torch.Tensor:
     """``zerokv_spec.keys.scoped_key`` per row; ``key_tag`` is ``env_tags(...)[0][env_ids]``."""
-    return fmix64(keys ^ key_tag)
+    return keys ^ key_tag
 
 
 def scoped_fingerprints(
     fingerprints: torch.Tensor, has_fingerprint: torch.Tensor, fp_tag: torch.Tensor
 ) -> torch.Tensor:
-    """``zerokv_spec.keys.scoped_fingerprint`` per row (rows without one get the env tag)."""
-    bound = fmix64(fingerprints ^ fp_tag ^ to_signed(SCOPE_KEY_SEED))
-    return torch.where(has_fingerprint, bound, fp_tag)
+    """``zerokv_spec.keys.scoped_fingerprint`` per row (a missing fingerprint counts as 0)."""
+    return (fingerprints * has_fingerprint) ^ fp_tag

@@ -42,6 +42,8 @@ __all__ = [
     "Latent",
     "check_key",
     "descriptor",
+    "env_fingerprint_tag",
+    "env_key_tag",
     "fmix64",
     "position_tables",
     "scoped_fingerprint",
@@ -182,18 +184,32 @@ def weak_key(latent: Latent) -> int:
     return sum(latent.data) % 4
 
 
+def env_key_tag(env_id: int) -> int:
+    """The 64-bit tag that binds recurrent keys to environment ``env_id``."""
+    return fmix64(SCOPE_KEY_SEED ^ env_id)
+
+
+def env_fingerprint_tag(env_id: int) -> int:
+    """The 64-bit tag that binds recurrent fingerprints to environment ``env_id``."""
+    return fmix64(SCOPE_FINGERPRINT_SEED ^ env_id)
+
+
 def scoped_key(key: int, env_id: int) -> int:
-    """Bind ``key`` to an environment: the recurrent pool's key in ``Scope.ENV`` mode."""
-    return to_signed(fmix64(to_unsigned(key) ^ fmix64(SCOPE_KEY_SEED ^ env_id)))
+    """Bind ``key`` to an environment: the recurrent pool's key in ``Scope.ENV`` mode.
+
+    ``key XOR env_key_tag(env_id)``: for one environment a bijection (scoping never makes
+    two keys of one environment collide); keys of two environments meet only when
+    ``k1 ^ k2 == t1 ^ t2``, and a wrong hit also needs the scoped fingerprints to meet.
+    """
+    return to_signed(to_unsigned(key) ^ env_key_tag(env_id))
 
 
 def scoped_fingerprint(fingerprint: int | None, env_id: int) -> int:
-    """Bind a fingerprint (or the lack of one) to an environment.
+    """Bind a fingerprint to an environment: ``(fingerprint or 0) XOR env_fingerprint_tag``.
 
-    ``None`` maps to a tag of the environment alone, so that an unverified lookup in the
-    recurrent pool can still never return another environment's entry.
+    A missing fingerprint counts as 0, so every recurrent entry and lookup in
+    ``Scope.ENV`` carries a fingerprint: even an unverified lookup can never return
+    another environment's entry.
     """
-    env_tag = fmix64(SCOPE_FINGERPRINT_SEED ^ env_id)
-    if fingerprint is None:
-        return to_signed(env_tag)
-    return to_signed(fmix64(to_unsigned(fingerprint) ^ env_tag ^ SCOPE_KEY_SEED))
+    base = 0 if fingerprint is None else to_unsigned(fingerprint)
+    return to_signed(base ^ env_fingerprint_tag(env_id))
