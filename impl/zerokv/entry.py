@@ -270,17 +270,24 @@ def _shift_rows(
             index.view(1, 1, rows, 1, cl, 1).expand(shape[0], 2, rows, shape[3], cl, shape[5]),
         )
     dtype = batch.kv.dtype
-    if correction is not None:
-        out = torch.addcmul(moved, correction.padded, windowed.to(dtype).view(1, 1, rows, 1, 1, 1))
+    cheap = contracts.host_reads_are_free(batch.kv.device)
+    if correction is None:
+        out = moved
+    elif cheap and bool(windowed.all()):
+        out = moved + correction.padded  # every row takes the correction: a plain add
+    elif cheap and not bool(windowed.any()):
+        out = moved
     else:
-        out = moved.clone() if aligned else moved
+        out = torch.addcmul(moved, correction.padded, windowed.to(dtype).view(1, 1, rows, 1, 1, 1))
     keep = valid.view(1, 1, rows, 1, cl, 1)
     # On the CPU, multiplying by the 0/1 mask is several times faster than torch.where, and
     # exact when every value is finite (NaN * 0 is NaN); look first, that is free there.
     # A finite sum proves every value finite (inf and NaN propagate); an overflowing sum
     # merely sends a finite batch down the exact path.
-    if contracts.host_reads_are_free(out.device) and bool(out.sum().isfinite()):
-        return out.mul_(keep.to(dtype)), out_len
+    if cheap and bool(out.sum().isfinite()):
+        factor = keep.to(dtype)
+        # Never write into the caller's batch; a tensor made here may be reused.
+        return (out * factor if out is batch.kv else out.mul_(factor)), out_len
     return torch.where(keep, out, torch.zeros((), dtype=dtype, device=out.device)), out_len
 
 
