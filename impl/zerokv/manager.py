@@ -47,6 +47,7 @@ from zerokv.validate import (
     check_entries,
     check_env_range,
     check_fingerprints,
+    check_finite_priorities,
     check_keys,
     check_priorities,
     env_id_list,
@@ -278,6 +279,9 @@ class CacheManager:
         # Queries are a host count (the batch size); only the tier hits live on the device.
         self.queries += rows
         self.counters += torch.stack([root_hit.sum(), rec_hit.sum()])
+        if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging
+            for env, key, t, s_ in zip(envs.tolist(), keys.tolist(), tier.tolist(), slot.tolist()):
+                log.debug("lookup env=%d key=%d tier=%s slot=%d", env, key, Tier(t).name, s_)
         return TierLookup(tier, slot, ~hit & (root_coll | rec_coll), global_slot)
 
     def gather(self, found: TierLookup, width: int | None = None) -> Batch:
@@ -315,9 +319,30 @@ class CacheManager:
             out.write == index.trash, torch.full_like(out.write, self.slab.trash), out.write + base
         )
         self.slab.write(target, entries)
+        if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging
+            self._log_put(tier, envs, keys, out)
         if contracts.ENABLED:
             self.check()
         return out
+
+    def _log_put(self, tier: Tier, envs: torch.Tensor, keys: torch.Tensor, out: PutOutcome) -> None:
+        rows = zip(
+            envs.tolist(),
+            keys.tolist(),
+            out.slot.tolist(),
+            out.inserted.tolist(),
+            [e if m else None for e, m in zip(out.evicted.tolist(), out.evicted_mask.tolist())],
+        )
+        for env, key, slot, inserted, evicted in rows:
+            pool = f"root[{env}]" if tier is Tier.ROOT else f"recurrent (env {env})"
+            log.debug(
+                "store %s key=%d slot=%d %s evicted=%s",
+                pool,
+                key,
+                slot,
+                "insert" if inserted else "update",
+                evicted,
+            )
 
     def _check_store(
         self,
@@ -331,6 +356,7 @@ class CacheManager:
         envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
         check_priorities(priorities, has_priority, keys.shape[0], self.device)
         self.root.check_priorities(priorities)
+        check_finite_priorities(priorities, has_priority)
         return envs
 
     def _check_budget(self, tier: Tier, stores: int) -> None:
