@@ -169,8 +169,14 @@ class Correction:
     def check(self, like: torch.Tensor, context_length: int) -> None:
         """Raise unless the table fits ``like`` (``[L, 2, B, H, *, d]``) and ``context_length``."""
         want = (like.shape[0], 2, like.shape[3], context_length - 3, like.shape[5])
-        if tuple(self.table.shape) != want:
-            raise ShapeError(f"correction must have shape {want}, got {tuple(self.table.shape)}")
+        got = tuple(self.table.shape)
+        if got != want:
+            # Layers / positions have a spec twin (``Correction.check``: ``BatchError``);
+            # heads and head size exist only here.
+            spec_dims_differ = (got[0], got[3]) != (want[0], want[3])
+            if spec_dims_differ and (got[1], got[2], got[4]) == (want[1], want[2], want[4]):
+                raise BatchError(f"correction must have shape {want}, got {got}")
+            raise ShapeError(f"correction must have shape {want}, got {got}")
         if self.table.dtype != like.dtype:
             raise DTypeError(f"correction must have dtype {like.dtype}, got {self.table.dtype}")
         if self.table.device != like.device:

@@ -22,7 +22,13 @@ from zerokv.errors import ContractViolation, ShapeError
 from zerokv.host_index import HostIndex
 from zerokv.index import LookupOutcome, PutOutcome, SlotIndex, make_index
 from zerokv.slab import Slab
-from zerokv.validate import check_entries, check_fingerprints, check_keys, check_priorities
+from zerokv.validate import (
+    check_entries,
+    check_fingerprints,
+    check_finite_priorities,
+    check_keys,
+    check_priorities,
+)
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
 
@@ -130,6 +136,7 @@ class SlotPool:
         check_fingerprints(fingerprints, has_fingerprint, rows, self.device)
         check_priorities(priorities, has_priority, rows, self.device)
         self.index.check_priorities(priorities)
+        check_finite_priorities(priorities, has_priority)
         pids = self._pool_ids(pool_ids, rows)
         out = self.index.put(pids, keys, fingerprints, has_fingerprint, priorities, has_priority)
         # The index's trash element and the slab's TRASH slot play the same role.

@@ -13,13 +13,21 @@ from collections.abc import Sequence
 import torch
 
 from zerokv.entry import Batch, Entries
-from zerokv.errors import BatchError, DeviceError, DTypeError, EnvIdError, ShapeError
+from zerokv.errors import (
+    BatchError,
+    DeviceError,
+    DTypeError,
+    EnvIdError,
+    InputError,
+    ShapeError,
+)
 
 __all__ = [
     "check_batch",
     "check_entries",
     "check_env_range",
     "check_fingerprints",
+    "check_finite_priorities",
     "check_keys",
     "check_priorities",
     "env_id_list",
@@ -52,7 +60,8 @@ def check_fingerprints(
         return
     check_keys(fingerprints, device, "fingerprints")
     if fingerprints.shape[0] != rows:
-        raise ShapeError(f"fingerprints must have {rows} rows, got {fingerprints.shape[0]}")
+        # The spec's error for the same mistake (a fingerprint list of another length).
+        raise BatchError(f"got {rows} keys but {fingerprints.shape[0]} fingerprints")
     if has_fingerprint is not None:
         if not isinstance(has_fingerprint, torch.Tensor) or has_fingerprint.dtype != torch.bool:
             raise DTypeError("has_fingerprint must be a bool tensor")
@@ -77,8 +86,10 @@ def check_priorities(
         return
     if not isinstance(priorities, torch.Tensor) or priorities.dtype != torch.float64:
         raise DTypeError("priorities must be a float64 tensor")
-    if tuple(priorities.shape) != (rows,):
+    if priorities.dim() != 1:
         raise ShapeError(f"priorities must have shape ({rows},), got {tuple(priorities.shape)}")
+    if priorities.shape[0] != rows:
+        raise BatchError(f"got {rows} keys but {priorities.shape[0]} priorities")
     if priorities.device != device:
         raise DeviceError(f"priorities must be on {device}, got {priorities.device}")
     if has_priority is not None and (
@@ -88,6 +99,24 @@ def check_priorities(
         or has_priority.device != device
     ):
         raise ShapeError(f"has_priority must be a ({rows},) bool tensor on {device}")
+
+
+def check_finite_priorities(
+    priorities: torch.Tensor | None, has_priority: torch.Tensor | None
+) -> None:
+    """The given priorities must be finite (the spec's ``InputError``).
+
+    Call it after the index accepted priorities at all (``UnsupportedOperationError`` for
+    FIFO / LRU comes first, as in the spec). It reads one device value, which only
+    priority pools pay (they are off UniZero's hot path).
+    """
+    if priorities is None:
+        return
+    bad = ~torch.isfinite(priorities)
+    if has_priority is not None:
+        bad = bad & has_priority
+    if bool(bad.any()):
+        raise InputError(f"priorities must be finite, got {priorities[bad].tolist()}")
 
 
 def env_id_list(env_ids: Sequence[int] | torch.Tensor, env_num: int | None) -> tuple[int, ...]:
@@ -136,6 +165,9 @@ def _check_kv(
         raise ShapeError(f"{what} kv must be 6-d [L, 2, B, H, W, d], got {tuple(kv.shape)}")
     got = (kv.shape[0], kv.shape[1], kv.shape[2], kv.shape[3], kv.shape[5])
     want = (layers, 2, rows, heads, head_dim)
+    if got[:2] + got[3:] == want[:2] + want[3:] and got[2] != rows:
+        # The spec's error for the same mistake (more or fewer entries / rows than keys).
+        raise BatchError(f"got {rows} keys but {what} has {kv.shape[2]} rows")
     if got != want:
         raise ShapeError(
             f"{what} kv must be [L={layers}, 2, B={rows}, H={heads}, W, d={head_dim}], "
