@@ -1,0 +1,51 @@
+"""The differential suite bites: one planted bug, in-process, must fail the FIFO machine.
+
+The full mutation run (``tests/mutants/run_mutants.py``, ``nox -s mutants``) copies the
+repository per mutant and is too slow for the default session; this test plants one bug
+with ``monkeypatch`` - the FIFO ring pointer of the device index advances one slot too
+far after every batch that inserted a key - and requires the FIFO pool machine to fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from differential.test_diff_pool import FIFOPoolMachine
+from zerokv.index import FIFOIndex
+
+Resolved = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def test_fifo_machine_catches_an_off_by_one_ring_pointer(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = FIFOIndex.resolve_put
+
+    def off_by_one(
+        self: FIFOIndex,
+        pool_ids: torch.Tensor,
+        keys: torch.Tensor,
+        before: torch.Tensor,
+        priorities: torch.Tensor | None,
+        has_priority: torch.Tensor | None,
+    ) -> Resolved:
+        out = original(self, pool_ids, keys, before, priorities, has_priority)
+        inserted = torch.zeros_like(self.next).index_add_(0, pool_ids, out[3].long())
+        self.next = (self.next + (inserted > 0).long()) % self.capacity
+        return out
+
+    monkeypatch.setattr(FIFOIndex, "resolve_put", off_by_one)
+    quick = settings(
+        max_examples=200,
+        stateful_step_count=30,
+        phases=[Phase.generate],  # no shrinking: the failure itself is the point
+        database=None,
+        deadline=None,
+        derandomize=True,
+        report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck),
+    )
+    with pytest.raises(AssertionError) as caught:
+        run_state_machine_as_test(FIFOPoolMachine, settings=quick)
+    assert "differ" in str(caught.value) or "ring pointer" in str(caught.value)
