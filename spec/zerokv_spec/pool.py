@@ -475,6 +475,12 @@ class PriorityPool(SlotPool[V]):
 
     policy = Policy.PRIORITY
 
+    def __post_init__(self) -> None:
+        d = self.default_priority
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
+            raise ConfigError(f"default_priority must be a finite float, got {d!r}")
+        super().__post_init__()
+
     def reset_policy(self) -> None:
         self.priority = [0.0] * self.capacity
         self.inserted_at = [-1] * self.capacity
