@@ -290,7 +290,14 @@ class SlotIndex:
         return torch.cat(slots), torch.cat(evicted), torch.cat(masks), torch.cat(inserted)
 
     def choose_slot(self, pool_id: torch.Tensor) -> torch.Tensor:
-        """``[1]``: the slot a new key of pool ``pool_id`` goes to (sequential policies)."""
+        """``[1]``: where a new key goes (sequential policies): the lowest empty slot of
+        pool ``pool_id``, else the policy's ``victim``."""
+        empty = ~self._grid(self.occupied).index_select(0, pool_id)
+        lowest_empty = empty.to(torch.int8).argmax(dim=1)
+        return torch.where(empty.any(dim=1), lowest_empty, self.victim(pool_id))
+
+    def victim(self, pool_id: torch.Tensor) -> torch.Tensor:
+        """``[1]``: the slot whose key the policy evicts from a full pool."""
         raise NotImplementedError
 
     def on_put(
@@ -519,12 +526,8 @@ class LRUIndex(SlotIndex):
         self.last_use[self.trash] = -1
         self.clock.index_add_(0, pool_ids, hit.long())
 
-    def choose_slot(self, pool_id: torch.Tensor) -> torch.Tensor:
-        live = self._grid(self.occupied).index_select(0, pool_id)
-        has_empty = (~live).any(dim=1)
-        lowest_empty = (~live).to(torch.int8).argmax(dim=1)
-        victim = self._grid(self.last_use).index_select(0, pool_id).argmin(dim=1)
-        return torch.where(has_empty, lowest_empty, victim)
+    def victim(self, pool_id: torch.Tensor) -> torch.Tensor:
+        return self._grid(self.last_use).index_select(0, pool_id).argmin(dim=1)
 
     def on_put(
         self,
@@ -580,16 +583,12 @@ class PriorityIndex(SlotIndex):
         if priorities is not None and priorities.dtype != torch.float64:
             raise BatchError(f"priorities must be float64, got {priorities.dtype}")
 
-    def choose_slot(self, pool_id: torch.Tensor) -> torch.Tensor:
-        live = self._grid(self.occupied).index_select(0, pool_id)
-        has_empty = (~live).any(dim=1)
-        lowest_empty = (~live).to(torch.int8).argmax(dim=1)
+    def victim(self, pool_id: torch.Tensor) -> torch.Tensor:
         prio = self._grid(self.priority).index_select(0, pool_id)
         lowest = prio == prio.amin(dim=1, keepdim=True)
         age = self._grid(self.inserted_at).index_select(0, pool_id)
         big = torch.full_like(age, torch.iinfo(torch.int64).max)
-        victim = torch.where(lowest, age, big).argmin(dim=1)
-        return torch.where(has_empty, lowest_empty, victim)
+        return torch.where(lowest, age, big).argmin(dim=1)
 
     def on_put(
         self,

@@ -112,8 +112,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "victim = self._grid(self.last_use).index_select(0, pool_id).argmin(dim=1)",
-                "victim = self._grid(self.last_use).index_select(0, pool_id).argmax(dim=1)",
+                "return self._grid(self.last_use).index_select(0, pool_id).argmin(dim=1)",
+                "return self._grid(self.last_use).index_select(0, pool_id).argmax(dim=1)",
             ),
         ),
         (POOL_T,),
@@ -124,8 +124,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "victim = torch.where(lowest, age, big).argmin(dim=1)",
-                "victim = torch.where(lowest, -age, big).argmin(dim=1)",
+                "return torch.where(lowest, age, big).argmin(dim=1)",
+                "return torch.where(lowest, -age, big).argmin(dim=1)",
             ),
         ),
         (POOL_T,),
