@@ -73,6 +73,7 @@ def test_manager_results_and_inputs_are_private() -> None:
     put_rec = mgr.store_recurrent_batch(env_ids, child_keys, batch, corr, child_fps)
     found = mgr.lookup(env_ids, keys, fps)
     gathered = mgr.gather(found)
+    fused = mgr.gather_append(found, new)
     read = mgr.read(found)
     stored = mgr.entry_at(Tier.ROOT, 0, int(found.slot[0]))
     assert int(found.tier[0]) == int(Tier.ROOT) and int(gathered.lengths[0]) == 2
@@ -100,6 +101,8 @@ def test_manager_results_and_inputs_are_private() -> None:
         found.global_slot,
         gathered.kv,
         gathered.lengths,
+        fused.kv,
+        fused.lengths,
         read.kv,
         read.lengths,
         stored.kv,

@@ -1,5 +1,5 @@
-"""The hot path (hash -> lookup -> gather -> append -> split/window -> store) never reads a
-device value on the host.
+"""The hot path (hash -> lookup -> gather -> append, or the fused gather_append ->
+split/window -> store) never reads a device value on the host.
 
 On CUDA this is checked directly with ``torch.cuda.set_sync_debug_mode("error")`` (skipped
 without a GPU). On the CPU every tensor method that would synchronise on a GPU is replaced
@@ -111,7 +111,7 @@ def _hot_path(mgr: CacheManager, inputs: Inputs) -> None:
     for tokens, children in zip(inputs.tokens[1:], inputs.children, strict=True):
         keys, fps = mgr.keys_of(parents)
         found = mgr.lookup(env_ids, keys, fps)
-        batch = append(mgr.gather(found), tokens, cl)
+        batch = mgr.gather_append(found, tokens)  # the fused form a search step uses
         child_keys, child_fps = mgr.keys_of(children)
         mgr.store_recurrent_batch(env_ids, child_keys, batch, inputs.correction, child_fps)
         parents = children

@@ -21,7 +21,9 @@ the validating constructors ``Batch.checked`` / ``Entries.checked``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 
@@ -33,12 +35,16 @@ __all__ = [
     "Batch",
     "Correction",
     "Entries",
+    "RowPlan",
     "append",
     "assemble",
+    "gather_append",
+    "plan_rows",
     "remove_registers",
     "split",
     "store_rows",
     "window",
+    "write_rows",
 ]
 
 
@@ -203,18 +209,24 @@ def assemble(entries: Entries, width: int | None = None) -> Batch:
     return Batch(_fit_width(entries.kv, width), entries.lengths.clone())
 
 
-def append(batch: Batch, new_kv: torch.Tensor, capacity: int) -> Batch:
-    """``zerokv_spec.entry.append``: ``new_kv`` is ``[L, 2, B, H, t, d]``."""
-    kv = batch.kv
-    _check_tensor(new_kv, "new tokens", 6, kv.dtype, kv.device)
-    t = int(new_kv.shape[4])
-    want = (kv.shape[0], 2, kv.shape[2], kv.shape[3], t, kv.shape[5])
-    if tuple(new_kv.shape) != want:
-        raise ShapeError(f"new tokens must have shape {want}, got {tuple(new_kv.shape)}")
+def _check_new_tokens(kv: torch.Tensor, rows: int, new_kv: object, capacity: int) -> int:
+    """``new_kv`` must be ``[L, 2, rows, H, t, d]`` like ``kv`` with ``1 <= t <= capacity``."""
+    new = _check_tensor(new_kv, "new tokens", 6, kv.dtype, kv.device)
+    t = int(new.shape[4])
+    want = (kv.shape[0], 2, rows, kv.shape[3], t, kv.shape[5])
+    if tuple(new.shape) != want:
+        raise ShapeError(f"new tokens must have shape {want}, got {tuple(new.shape)}")
     if t < 1:
         raise BatchError("append needs at least one new token")
     if t > capacity:
         raise BatchError(f"cannot append {t} tokens to a cache of capacity {capacity}")
+    return t
+
+
+def append(batch: Batch, new_kv: torch.Tensor, capacity: int) -> Batch:
+    """``zerokv_spec.entry.append``: ``new_kv`` is ``[L, 2, B, H, t, d]``."""
+    kv = batch.kv
+    t = _check_new_tokens(kv, batch.rows, new_kv, capacity)
     drop = overflow_drop(batch.width, t, capacity)
     if drop >= batch.width:
         lengths = torch.full_like(batch.lengths, t)
@@ -222,6 +234,30 @@ def append(batch: Batch, new_kv: torch.Tensor, capacity: int) -> Batch:
     kept = batch.width - drop
     grown = torch.cat([kv[:, :, :, :, drop:, :], new_kv], dim=4)
     return Batch(grown, batch.lengths.clamp(max=kept) + t)
+
+
+def gather_append(
+    kv_store: torch.Tensor, lengths_store: torch.Tensor, slots: torch.Tensor, new_kv: torch.Tensor
+) -> Batch:
+    """``append(Batch(kv_store[:, :, slots], lengths_store[slots]), new_kv, cl)``, one pass.
+
+    ``kv_store`` is a slab's ``[L, 2, N, H, cl, d]`` (entries right-aligned). The rows are
+    gathered straight into the columns the append keeps and the new tokens written after
+    them, so the batch is written once instead of gathered and then concatenated.
+    """
+    cl = int(kv_store.shape[4])
+    rows = int(slots.shape[0])
+    t = _check_new_tokens(kv_store, rows, new_kv, cl)
+    lengths = lengths_store.index_select(0, slots)
+    drop = overflow_drop(cl, t, cl)
+    if drop >= cl:
+        return Batch(new_kv.clone(), torch.full_like(lengths, t))
+    kept = cl - drop
+    shape = kv_store.shape
+    out = kv_store.new_empty((shape[0], 2, rows, shape[3], kept + t, shape[5]))
+    torch.index_select(kv_store[:, :, :, :, drop:, :], 2, slots, out=out[:, :, :, :, :kept, :])
+    out[:, :, :, :, kept:, :] = new_kv
+    return Batch(out, lengths.clamp(max=kept) + t)
 
 
 def remove_registers(batch: Batch, count: int) -> Batch:
@@ -295,6 +331,76 @@ def _shift_rows(
         # Never write into the caller's batch; a tensor made here may be reused.
         return (out * factor if out is batch.kv else out.mul_(factor)), out_len
     return torch.where(keep, out, torch.zeros((), dtype=dtype, device=out.device)), out_len
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Host lists for a store on the CPU: each row's length, window flag, stored length."""
+
+    lengths: list[int]
+    windowed: list[bool]
+    out_lengths: list[int]
+
+
+@lru_cache(maxsize=32)
+def _keep_table(cl: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[cl + 1, cl]``: row ``n`` is 1 in the last ``n`` columns (a right-aligned entry)."""
+    cols = torch.arange(cl, device=device)
+    sizes = torch.arange(cl + 1, device=device)
+    return (cols.unsqueeze(0) >= (cl - sizes).unsqueeze(1)).to(dtype)
+
+
+def plan_rows(batch: Batch, context_length: int, correction: Correction) -> RowPlan | None:
+    """The store plan when ``write_rows`` applies, else None (use ``store_rows``).
+
+    Only where host reads are free (the CPU): it reads the lengths and whether every value
+    is finite. It applies to a static-width batch (``W == cl``) of finite values with no
+    row of exactly ``cl`` tokens under the window rule: then every row already sits in
+    the columns the slab stores it in, and a store is a multiply by the kept columns plus
+    the correction of the windowed rows. Lengths outside ``[0, W]`` raise ``BatchError``.
+    """
+    cl = context_length
+    kv = batch.kv
+    if not contracts.host_reads_are_free(kv.device) or batch.width != cl or batch.rows == 0:
+        return None
+    correction.check(kv, cl)
+    lengths: list[int] = batch.lengths.tolist()
+    if min(lengths) < 0 or max(lengths) > cl:
+        raise BatchError(f"batch lengths must lie in [0, {cl}], got {lengths}")
+    # A finite sum proves every value finite (inf and NaN propagate); an overflowing sum
+    # only sends a finite batch down the exact path.
+    if cl in lengths or not math.isfinite(kv.sum().item()):
+        return None
+    windowed = [n >= cl - 1 for n in lengths]
+    out = [cl - 3 if w else n for n, w in zip(lengths, windowed)]
+    return RowPlan(lengths, windowed, out)
+
+
+def write_rows(
+    batch: Batch,
+    plan: RowPlan,
+    correction: Correction,
+    dest: torch.Tensor | None,
+    out_lengths: torch.Tensor,
+) -> torch.Tensor:
+    """``store_rows(batch, cl, correction).kv`` for a ``plan_rows`` plan, written to ``dest``.
+
+    ``dest`` (``[L, 2, B, H, cl, d]``, e.g. a slice of a slab) receives the rows; with None
+    a new tensor does. ``out_lengths`` is ``plan.out_lengths`` as a tensor. The arithmetic
+    is ``store_rows``'s: kept columns times 1, the rest times 0 (exact: every value is
+    finite), plus the table on windowed rows.
+    """
+    kv = batch.kv
+    rows, cl = batch.rows, batch.width
+    keep = _keep_table(cl, kv.dtype, kv.device).index_select(0, out_lengths)
+    keep = keep.view(1, 1, rows, 1, cl, 1)
+    out = kv * keep if dest is None else torch.mul(kv, keep, out=dest)
+    if all(plan.windowed):
+        out.add_(correction.padded)
+    elif any(plan.windowed):
+        weight = torch.tensor(plan.windowed, dtype=kv.dtype, device=kv.device)
+        out.addcmul_(correction.padded, weight.view(1, 1, rows, 1, 1, 1))
+    return out
 
 
 def split(batch: Batch, context_length: int) -> Entries:

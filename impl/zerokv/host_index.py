@@ -18,6 +18,7 @@ and the policy's bookkeeping with the spec's names (``next``; ``last_use`` and `
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -35,9 +36,31 @@ from zerokv.index import STATS_FIELDS, LookupOutcome, PutOutcome
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
 
-__all__ = ["HostIndex"]
+__all__ = ["HostIndex", "HostPut"]
 
 _Q, _H, _M, _C, _I, _U, _E, _R = range(8)
+
+
+@dataclass(frozen=True)
+class HostPut:
+    """A put's per-row results as host lists (``PutOutcome``'s fields, same meaning)."""
+
+    slot: list[int]
+    evicted: list[int]
+    evicted_mask: list[bool]
+    inserted: list[bool]
+    write: list[int]
+
+    def outcome(self, device: torch.device) -> PutOutcome:
+        """The same results as ``PutOutcome`` tensors on ``device``."""
+        # One host-to-tensor conversion for all five fields (each costs microseconds).
+        both = torch.tensor(
+            [self.slot, self.evicted, self.write, self.evicted_mask, self.inserted],
+            dtype=torch.int64,
+            device=device,
+        )
+        flags = both[3:].bool()
+        return PutOutcome(both[0], both[1], flags[0], flags[1], both[2])
 
 
 class HostIndex:
@@ -104,23 +127,45 @@ class HostIndex:
         count: bool = True,
     ) -> LookupOutcome:
         """Batched ``get`` (``count``) or ``peek``; inactive rows do nothing."""
-        pools, key_list = pool_ids.tolist(), keys.tolist()
+        key_list = keys.tolist()
         rows = len(key_list)
         fp_list = fps.tolist() if fps is not None else None
         has_list = has_fp.tolist() if has_fp is not None else [fps is not None] * rows
-        act = active.tolist() if active is not None else [True] * rows
+        act = active.tolist() if active is not None else None
+        status, slots = self.lookup_rows(pool_ids.tolist(), key_list, fp_list, has_list, act, count)
+        dev = self.device
+        return LookupOutcome(
+            torch.tensor(status, dtype=torch.int64, device=dev),
+            torch.tensor(slots, dtype=torch.int64, device=dev),
+        )
+
+    def lookup_rows(
+        self,
+        pools: list[int],
+        keys: list[int],
+        fps: list[int | None] | None,
+        has_fp: list[bool],
+        active: list[bool] | None,
+        count: bool = True,
+    ) -> tuple[list[int], list[int]]:
+        """``lookup`` on host lists: the status codes and slots per row.
+
+        The manager's CPU path calls this directly, so a lookup costs no tensor operation
+        beyond reading the keys.
+        """
+        rows = len(keys)
         status, slots = [0] * rows, [-1] * rows
         lru = self.policy is Policy.LRU
         for b in range(rows):
-            if not act[b]:
+            if active is not None and not active[b]:
                 continue
-            p, k = pools[b], key_list[b]
+            p, k = pools[b], keys[b]
             slot = self.index[p].get(k)
             stats = self.stats[p]
             if count:
                 stats[_Q] += 1
             if slot is not None and (
-                not has_list[b] or (fp_list is not None and self.slot_fps[p][slot] == fp_list[b])
+                not has_fp[b] or (fps is not None and self.slot_fps[p][slot] == fps[b])
             ):
                 status[b], slots[b] = 1, slot
                 if count:
@@ -134,11 +179,7 @@ class HostIndex:
                 if count:
                     stats[_M] += 1
                     stats[_C] += slot is not None
-        dev = self.device
-        return LookupOutcome(
-            torch.tensor(status, dtype=torch.int64, device=dev),
-            torch.tensor(slots, dtype=torch.int64, device=dev),
-        )
+        return status, slots
 
     # ------------------------------------------------------------------ puts
     def check_priorities(self, priorities: torch.Tensor | None) -> None:
@@ -172,7 +213,7 @@ class HostIndex:
     ) -> PutOutcome:
         """Batched ``put``: the spec's left-to-right fold."""
         self.check_priorities(priorities)
-        pools, key_list = pool_ids.tolist(), keys.tolist()
+        key_list = keys.tolist()
         rows = len(key_list)
         fp_list = fps.tolist() if fps is not None else [None] * rows
         if fps is None:
@@ -181,13 +222,30 @@ class HostIndex:
             has_list = has_fp.tolist() if has_fp is not None else [True] * rows
         prio_list = priorities.tolist() if priorities is not None else None
         has_prio = has_priority.tolist() if has_priority is not None else [True] * rows
+        prios = (
+            None if prio_list is None else [p if h else None for p, h in zip(prio_list, has_prio)]
+        )
+        return self.put_rows(pool_ids.tolist(), key_list, fp_list, has_list, prios).outcome(
+            self.device
+        )
+
+    def put_rows(
+        self,
+        pools: list[int],
+        keys: list[int],
+        fps: list[int | None],
+        has_fp: list[bool],
+        priorities: list[float | None] | None,
+    ) -> HostPut:
+        """``put`` on host lists (a priority of None keeps the default / current one)."""
+        rows = len(keys)
         slots, evicted, ev_mask, inserted = [0] * rows, [0] * rows, [False] * rows, [False] * rows
         writer: dict[tuple[int, int], int] = {}
         for b in range(rows):
-            p, k = pools[b], key_list[b]
+            p, k = pools[b], keys[b]
             index, stats = self.index[p], self.stats[p]
             slot = index.get(k)
-            prio = prio_list[b] if prio_list is not None and has_prio[b] else None
+            prio = priorities[b] if priorities is not None else None
             if slot is None:
                 slot = self._choose(p)
                 old = self.slot_keys_[p][slot]
@@ -203,24 +261,16 @@ class HostIndex:
             else:
                 stats[_U] += 1
                 self._on_update(p, slot, prio)
-            self.slot_fps[p][slot] = fp_list[b] if has_list[b] else None
+            self.slot_fps[p][slot] = fps[b] if has_fp[b] else None
             slots[b] = slot
             writer[(p, slot)] = b
         write = [
             p * self.capacity + s if writer[(p, s)] == b else self.trash
             for b, (p, s) in enumerate(zip(pools, slots))
         ]
-        dev = self.device
-        out = PutOutcome(
-            torch.tensor(slots, dtype=torch.int64, device=dev),
-            torch.tensor(evicted, dtype=torch.int64, device=dev),
-            torch.tensor(ev_mask, dtype=torch.bool, device=dev),
-            torch.tensor(inserted, dtype=torch.bool, device=dev),
-            torch.tensor(write, dtype=torch.int64, device=dev),
-        )
         if contracts.ENABLED:
             self.check()
-        return out
+        return HostPut(slots, evicted, ev_mask, inserted, write)
 
     def _on_insert(self, p: int, slot: int, priority: float | None) -> None:
         if self.policy is Policy.FIFO:

@@ -30,7 +30,16 @@ from dataclasses import dataclass
 import torch
 
 from zerokv import contracts
-from zerokv.entry import Batch, Correction, Entries, store_rows
+from zerokv.entry import (
+    Batch,
+    Correction,
+    Entries,
+    RowPlan,
+    gather_append,
+    plan_rows,
+    store_rows,
+    write_rows,
+)
 from zerokv.errors import BatchError, ConfigError, ContractViolation, SearchCapacityError
 from zerokv.hashing import (
     KeyFn,
@@ -40,6 +49,7 @@ from zerokv.hashing import (
     scoped_fingerprints,
     scoped_keys,
 )
+from zerokv.host_index import HostIndex
 from zerokv.index import PutOutcome, make_index
 from zerokv.slab import Slab
 from zerokv.validate import (
@@ -170,6 +180,14 @@ class CacheManager:
         self.queries = 0
         self.counters = torch.zeros(2, dtype=torch.int64, device=self.device)
         self.key_tags, self.fp_tags = env_tags(cfg.env_num, self.device)
+        # With both tiers indexed on the host (a CPU cache), lookups and stores do their
+        # bookkeeping on host lists: each of the ~30 small tensor operations of the
+        # device path costs more on a CPU than the whole batch's dict work. The hit
+        # counters then live on the host as well.
+        self.host_path = isinstance(self.root, HostIndex) and isinstance(self.recurrent, HostIndex)
+        self.host_hits = [0, 0]
+        self._key_tag_list: list[int] = self.key_tags.tolist()
+        self._fp_tag_list: list[int] = self.fp_tags.tolist()
         self.search_budget: int | None = None
         self.search_used = 0
         self._env_cache: dict[tuple[int, ...], torch.Tensor] = {}
@@ -196,7 +214,8 @@ class CacheManager:
         keys: torch.Tensor,
         fingerprints: torch.Tensor | None,
         has_fingerprint: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> tuple[tuple[int, ...], torch.Tensor]:
+        """The env ids as host ints and as a device tensor, after checking every argument."""
         # The spec's order: row counts first, then each row's values.
         ids = env_id_list(env_ids, None)
         check_keys(keys, self.device)
@@ -204,7 +223,35 @@ class CacheManager:
             raise BatchError(f"got {len(ids)} env ids but {keys.shape[0]} keys")
         check_fingerprints(fingerprints, has_fingerprint, keys.shape[0], self.device)
         check_env_range(ids, self.config.env_num)
-        return self._envs(ids)
+        return ids, self._envs(ids)
+
+    def _host_rows(
+        self,
+        keys: torch.Tensor,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+    ) -> tuple[list[int], list[int | None], list[bool]]:
+        """Keys, fingerprints and fingerprint flags as host lists (the CPU path)."""
+        key_list: list[int] = keys.tolist()
+        rows = len(key_list)
+        if fingerprints is None:
+            return key_list, [None] * rows, [False] * rows
+        fps: list[int | None] = fingerprints.tolist()
+        has = [True] * rows if has_fingerprint is None else has_fingerprint.tolist()
+        return key_list, fps, has
+
+    def _host_recurrent_rows(
+        self, ids: Sequence[int], keys: list[int], fps: list[int | None], has: list[bool]
+    ) -> tuple[list[int], list[int | None], list[bool]]:
+        """``recurrent_keys`` on host lists (Python's xor of two int64 values is an int64)."""
+        if self.config.scope is Scope.GLOBAL:
+            return keys, fps, has
+        kt, ft = self._key_tag_list, self._fp_tag_list
+        scoped = [k ^ kt[e] for k, e in zip(keys, ids)]
+        scoped_fps: list[int | None] = [
+            (f if h and f is not None else 0) ^ ft[e] for f, h, e in zip(fps, has, ids)
+        ]
+        return scoped, scoped_fps, [True] * len(keys)
 
     def recurrent_keys(
         self,
@@ -244,9 +291,11 @@ class CacheManager:
         tiers: str = "hierarchical",
     ) -> TierLookup:
         """The fold of the spec's ``lookup`` (or ``lookup_root`` / ``lookup_recurrent``)."""
-        envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
+        ids, envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
         if tiers not in ("hierarchical", "root", "recurrent"):
             raise BatchError(f"tiers must be 'hierarchical', 'root' or 'recurrent', got {tiers!r}")
+        if self.host_path:
+            return self._lookup_host(ids, keys, fingerprints, has_fingerprint, tiers)
         rows = keys.shape[0]
         miss = torch.full_like(keys, -1)
         if tiers == "recurrent":
@@ -284,11 +333,72 @@ class CacheManager:
                 log.debug("lookup env=%d key=%d tier=%s slot=%d", env, key, Tier(t).name, s_)
         return TierLookup(tier, slot, ~hit & (root_coll | rec_coll), global_slot)
 
+    def _lookup_host(
+        self,
+        ids: tuple[int, ...],
+        keys: torch.Tensor,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+        tiers: str,
+    ) -> TierLookup:
+        """``lookup`` with both tiers on the host: the same fold on Python lists."""
+        assert isinstance(self.root, HostIndex) and isinstance(self.recurrent, HostIndex)
+        key_list, fps, has = self._host_rows(keys, fingerprints, has_fingerprint)
+        rows = len(key_list)
+        if tiers == "recurrent":
+            r_status, r_slot = [0] * rows, [-1] * rows
+        else:
+            r_status, r_slot = self.root.lookup_rows(list(ids), key_list, fps, has, None)
+        if tiers == "root":
+            c_status, c_slot = [0] * rows, [-1] * rows
+        else:
+            rk, rf, rh = self._host_recurrent_rows(ids, key_list, fps, has)
+            c_status, c_slot = self.recurrent.lookup_rows(
+                [0] * rows, rk, rf, rh, [s != 1 for s in r_status]
+            )
+        cap, base, zero = self.config.root_capacity, self.recurrent_base, self.slab.zero
+        tier, slot, collided, flat = [0] * rows, [-1] * rows, [False] * rows, [zero] * rows
+        root_hits = rec_hits = 0
+        for b in range(rows):
+            if r_status[b] == 1:
+                tier[b], slot[b], flat[b] = int(Tier.ROOT), r_slot[b], ids[b] * cap + r_slot[b]
+                root_hits += 1
+            elif c_status[b] == 1:
+                tier[b], slot[b], flat[b] = int(Tier.RECURRENT), c_slot[b], base + c_slot[b]
+                rec_hits += 1
+            else:
+                collided[b] = r_status[b] == 2 or c_status[b] == 2
+        self.queries += rows
+        self.host_hits[0] += root_hits
+        self.host_hits[1] += rec_hits
+        if log.isEnabledFor(logging.DEBUG):
+            for env, key, t, s_ in zip(ids, key_list, tier, slot):
+                log.debug("lookup env=%d key=%d tier=%s slot=%d", env, key, Tier(t).name, s_)
+        dev = self.device
+        return TierLookup(
+            torch.tensor(tier, dtype=torch.int64, device=dev),
+            torch.tensor(slot, dtype=torch.int64, device=dev),
+            torch.tensor(collided, dtype=torch.bool, device=dev),
+            torch.tensor(flat, dtype=torch.int64, device=dev),
+        )
+
     def gather(self, found: TierLookup, width: int | None = None) -> Batch:
         """The entries ``found`` hit, as a batch (``width`` default ``cl``: static shape)."""
         if found.global_slot.shape[0] == 0:
             raise BatchError("cannot assemble an empty batch")  # the spec's gather refuses it
         return self.slab.gather(found.global_slot, width)
+
+    def gather_append(self, found: TierLookup, new_kv: torch.Tensor) -> Batch:
+        """``append(gather(found), new_kv, cl)`` in one pass: the MCTS step's batch.
+
+        ``new_kv`` is ``[L, 2, B, H, t, d]`` (the model's ``t`` new tokens). The entries are
+        gathered straight into the columns the append keeps, so the batch is written once
+        (``gather`` then ``append`` would copy it twice). The spec's name for the same
+        composition is ``CacheManager.gather_append``.
+        """
+        if found.global_slot.shape[0] == 0:
+            raise BatchError("cannot assemble an empty batch")
+        return gather_append(self.slab.kv, self.slab.lengths, found.global_slot, new_kv)
 
     def read(self, found: TierLookup) -> Entries:
         """Copies of the entries ``found`` hit, in slab layout (misses: empty entries)."""
@@ -325,6 +435,62 @@ class CacheManager:
             self.check()
         return out
 
+    def _store_planned(
+        self,
+        tier: Tier,
+        ids: tuple[int, ...],
+        envs: torch.Tensor,
+        keys: torch.Tensor,
+        batch: Batch,
+        correction: Correction,
+        plan: RowPlan,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+        priorities: torch.Tensor | None,
+        has_priority: torch.Tensor | None,
+    ) -> PutOutcome:
+        """A batch store with host bookkeeping (the CPU path; every argument is checked).
+
+        The index decides the slots first; when they are consecutive (a FIFO pool taking
+        a batch of new keys: the common case), the rows are computed straight into that
+        slice of the slab, so the stored K/V are written once and never staged.
+        """
+        assert isinstance(self.root, HostIndex) and isinstance(self.recurrent, HostIndex)
+        key_list, fps, has = self._host_rows(keys, fingerprints, has_fingerprint)
+        rows = len(key_list)
+        prios: list[float | None] | None = None
+        if priorities is not None:
+            flags = [True] * rows if has_priority is None else has_priority.tolist()
+            prios = [p if f else None for p, f in zip(priorities.tolist(), flags)]
+        if tier is Tier.ROOT:
+            index, base = self.root, 0
+            put = index.put_rows(list(ids), key_list, fps, has, prios)
+        else:
+            index, base = self.recurrent, self.recurrent_base
+            rk, rf, rh = self._host_recurrent_rows(ids, key_list, fps, has)
+            put = index.put_rows([0] * rows, rk, rf, rh, prios)
+            if self.search_budget is not None:
+                self.search_used += rows
+        trash = self.slab.trash
+        targets = [trash if w == index.trash else w + base for w in put.write]
+        lengths = torch.tensor(plan.out_lengths, dtype=torch.int64, device=self.device)
+        first = targets[0]
+        if targets == list(range(first, first + rows)):
+            dest = self.slab.kv[:, :, first : first + rows]
+            write_rows(batch, plan, correction, dest, lengths)
+            self.slab.lengths[first : first + rows] = lengths
+        else:
+            kv = write_rows(batch, plan, correction, None, lengths)
+            self.slab.write(
+                torch.tensor(targets, dtype=torch.int64, device=self.device), Entries(kv, lengths)
+            )
+        out = put.outcome(self.device)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_put(tier, envs, keys, out)
+        if contracts.ENABLED:
+            self.check()
+        return out
+
     def _log_put(self, tier: Tier, envs: torch.Tensor, keys: torch.Tensor, out: PutOutcome) -> None:
         rows = zip(
             envs.tolist(),
@@ -352,12 +518,12 @@ class CacheManager:
         has_fingerprint: torch.Tensor | None,
         priorities: torch.Tensor | None,
         has_priority: torch.Tensor | None,
-    ) -> torch.Tensor:
-        envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
+    ) -> tuple[tuple[int, ...], torch.Tensor]:
+        ids, envs = self._rows(env_ids, keys, fingerprints, has_fingerprint)
         check_priorities(priorities, has_priority, keys.shape[0], self.device)
         self.root.check_priorities(priorities)
         check_finite_priorities(priorities, has_priority)
-        return envs
+        return ids, envs
 
     def _check_budget(self, tier: Tier, stores: int) -> None:
         budget = self.search_budget
@@ -386,10 +552,26 @@ class CacheManager:
         if not isinstance(correction, Correction):
             raise BatchError(f"expected a zerokv Correction, got {type(correction).__name__}")
         correction.check(batch.kv, cfg.context_length)
-        envs = self._check_store(
+        ids, envs = self._check_store(
             env_ids, keys, fingerprints, has_fingerprint, priorities, has_priority
         )
         self._check_budget(tier, keys.shape[0])
+        if self.host_path:
+            plan = plan_rows(batch, cfg.context_length, correction)
+            if plan is not None:
+                return self._store_planned(
+                    tier,
+                    ids,
+                    envs,
+                    keys,
+                    batch,
+                    correction,
+                    plan,
+                    fingerprints,
+                    has_fingerprint,
+                    priorities,
+                    has_priority,
+                )
         entries = store_rows(batch, cfg.context_length, correction)
         return self._put(
             tier, envs, keys, entries, fingerprints, has_fingerprint, priorities, has_priority
@@ -454,7 +636,7 @@ class CacheManager:
         priorities: torch.Tensor | None,
         has_priority: torch.Tensor | None,
     ) -> PutOutcome:
-        envs = self._check_store(
+        _, envs = self._check_store(
             env_ids, keys, fingerprints, has_fingerprint, priorities, has_priority
         )
         cfg = self.config
@@ -570,7 +752,9 @@ class CacheManager:
     # ------------------------------------------------------------------ statistics
     def stats(self) -> ManagerStats:
         """The manager's lookup counters (reads the device)."""
-        root_hits, recurrent_hits = (int(v) for v in self.counters.tolist())
+        device_root, device_recurrent = (int(v) for v in self.counters.tolist())
+        root_hits = device_root + self.host_hits[0]
+        recurrent_hits = device_recurrent + self.host_hits[1]
         hits = root_hits + recurrent_hits
         return ManagerStats(self.queries, hits, self.queries - hits, root_hits, recurrent_hits)
 
@@ -586,6 +770,7 @@ class CacheManager:
     def reset_stats(self) -> None:
         self.queries = 0
         self.counters.zero_()
+        self.host_hits = [0, 0]
         self.root.reset_stats()
         self.recurrent.reset_stats()
 

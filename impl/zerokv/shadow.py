@@ -63,7 +63,7 @@ from typing import NoReturn, TypeVar
 
 import torch
 
-from zerokv.entry import Batch, Correction, Entries
+from zerokv.entry import Batch, Correction, Entries, append
 from zerokv.errors import (
     BatchError,
     ConfigError,
@@ -498,6 +498,16 @@ class ShadowManager:
         _same(op, "spec batch lengths", want_len, list(spec_batch.lengths))
         _same_tensor(op, "batch K/V", batch.kv, want_kv)
         return batch
+
+    def gather_append(self, found: TierLookup, new_kv: torch.Tensor) -> Batch:
+        """``CacheManager.gather_append``; compared bit-exactly with ``gather`` (itself
+        checked against the spec) followed by ``append``."""
+        op = "gather_append"
+        fused = self.impl.gather_append(found, new_kv)
+        want = append(self.gather(found), new_kv, self.impl.config.context_length)
+        _same(op, "batch lengths", fused.lengths.tolist(), want.lengths.tolist())
+        _same_tensor(op, "batch K/V", fused.kv, want.kv)
+        return fused
 
     def read(self, found: TierLookup) -> Entries:
         """``CacheManager.read``; compared bit-exactly with the side table."""

@@ -94,5 +94,22 @@ class Slab:
 
     def write(self, slots: torch.Tensor, entries: Entries) -> None:
         """Store ``entries`` row ``b`` in slot ``slots[b]`` (TRASH may repeat)."""
-        self.kv.index_copy_(2, slots, entries.kv)
+        dst, src = self.kv, entries.kv
+        for wide in (torch.complex128, torch.int64):
+            # index_copy_ moves one element at a time: copying the same bytes as a quarter
+            # as many 16-byte elements is several times faster on the CPU. A copy moves
+            # bits unchanged; nothing is computed on them.
+            if _viewable(dst, wide) and _viewable(src, wide):
+                dst, src = dst.view(wide), src.view(wide)
+                break
+        dst.index_copy_(2, slots, src)
         self.lengths.index_copy_(0, slots, entries.lengths)
+
+
+def _viewable(kv: torch.Tensor, wide: torch.dtype) -> bool:
+    """Whether ``kv.view(wide)`` (a wider element type over the same bytes) is allowed."""
+    item, size = kv.element_size(), torch.empty((), dtype=wide).element_size()
+    if kv.dtype.is_complex or item >= size or kv.dim() == 0 or kv.stride(-1) != 1:
+        return False
+    offsets = (kv.shape[-1], kv.storage_offset(), *kv.stride()[:-1])
+    return all(v * item % size == 0 for v in offsets)

@@ -41,6 +41,8 @@ from zerokv_spec.entry import (
     Batch,
     Correction,
     Entry,
+    Tokens,
+    append,
     assemble,
     check_context_length,
     store_rows,
@@ -397,6 +399,16 @@ class CacheManager:
         """Assemble the entries of ``lookups`` (a miss contributes an empty row)."""
         empty = Entry.empty(self.config.num_layers)
         return assemble([r.entry if r.entry is not None else empty for r in lookups], width)
+
+    def gather_append(
+        self,
+        lookups: Sequence[TierLookup],
+        new_k: Sequence[Sequence[Tokens]],
+        new_v: Sequence[Sequence[Tokens]],
+    ) -> Batch:
+        """A search step's batch: ``append(gather(lookups, cl), new_k, new_v, cl)``."""
+        cl = self.config.context_length
+        return append(self.gather(lookups, cl), new_k, new_v, cl)
 
     def store_root_batch(
         self,

@@ -37,6 +37,7 @@ from differential.common import (
     run_both,
     shapes,
 )
+from zerokv.entry import plan_rows, write_rows
 from zerokv_spec import entry as spec
 from zerokv_spec.entry import Batch, Correction, Entry
 
@@ -157,6 +158,17 @@ class BatchMachine(DiffMachine):
         correction, icorrection = self.draw_correction(data)
         stored = spec.store_rows(batch, cl, correction)
         self.check_entries(stored, zerokv.store_rows(ibatch, cl, icorrection), "store_rows")
+        # The CPU form the manager's host path uses, where it applies (both destinations).
+        plan = plan_rows(ibatch, cl, icorrection)
+        event(f"plan_rows: {'planned' if plan is not None else 'general path'}")
+        if plan is not None:
+            lengths = torch.tensor(plan.out_lengths)
+            dest = torch.full_like(ibatch.kv, float("nan"))
+            written = write_rows(ibatch, plan, icorrection, dest, lengths)
+            assert written.data_ptr() == dest.data_ptr()
+            self.check_entries(stored, zerokv.Entries(dest, lengths), "write_rows(dest)")
+            fresh = write_rows(ibatch, plan, icorrection, None, lengths)
+            self.check_entries(stored, zerokv.Entries(fresh, lengths), "write_rows(None)")
         windowed = tuple(spec.window(e, cl, correction) for e in entries)
         self.check_entries(windowed, zerokv.window(isplit, icorrection), "window(split)")
         for e in entries:

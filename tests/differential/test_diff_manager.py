@@ -11,8 +11,9 @@ shared by every environment (so the same key lives in two environments' pools an
   fingerprints absent / right / wrong / mixed; tier, slot, collided flag and the K/V read
   back are compared row by row; env ids given as a list or a CPU tensor;
 * ``expand`` - one MCTS step: lookup, ``gather`` (static width ``cl`` or the dynamic
-  longest width), ``append`` of ``t`` = 1 .. 3 new tokens (the overflow rule at width
-  ``cl``), optional ``remove_registers``, then ``store_root_batch`` or
+  longest width) and ``append`` of ``t`` = 1 .. 3 new tokens (the overflow rule at width
+  ``cl``), or the fused ``gather_append``; optional ``remove_registers``, then
+  ``store_root_batch`` or
   ``store_recurrent_batch`` with a correction table (zero or not); the batch is compared
   after every stage and the put results row by row;
 * ``store_many`` - ``store_root_many`` / ``store_recurrent_many`` of fresh entries;
@@ -226,18 +227,28 @@ class ManagerMachine(DiffMachine):
         cl, layers = self.shape.context_length, self.shape.num_layers
         static = data.draw(st.booleans(), label="static width")
         longest = max(0 if r.entry is None else r.entry.size for r in spec_found)
-        batch = self.spec.gather(spec_found, cl if static else None)
-        ibatch = self.impl.gather(impl_found, cl if static else longest)
-        got = decode_batch(ibatch, self.shape)
-        assert got == batch, f"gather differs:\n spec {batch}\n impl {got}"
-
+        # The fused gather_append (static width only) or gather, then append.
+        fused = static and data.draw(st.booleans(), label="gather_append")
         t = data.draw(st.integers(1, 3), label="new tokens")
-        event(f"append: drop {spec_entry.overflow_drop(batch.width, t, cl)} of {batch.width}")
         new_k, new_v = self.source.new_tokens(layers, len(rows), t)
-        batch = spec_entry.append(batch, new_k, new_v, cl)
-        ibatch = zerokv.append(ibatch, encode_new_tokens(new_k, new_v, self.shape), cl)
-        got = decode_batch(ibatch, self.shape)
-        assert got == batch, f"append differs:\n spec {batch}\n impl {got}"
+        new_kv = encode_new_tokens(new_k, new_v, self.shape)
+        if fused:
+            event("gather_append")
+            batch = self.spec.gather_append(spec_found, new_k, new_v)
+            ibatch = self.impl.gather_append(impl_found, new_kv)
+            got = decode_batch(ibatch, self.shape)
+            assert got == batch, f"gather_append differs:\n spec {batch}\n impl {got}"
+        else:
+            batch = self.spec.gather(spec_found, cl if static else None)
+            ibatch = self.impl.gather(impl_found, cl if static else longest)
+            got = decode_batch(ibatch, self.shape)
+            assert got == batch, f"gather differs:\n spec {batch}\n impl {got}"
+            drop = spec_entry.overflow_drop(batch.width, t, cl)
+            event(f"append: drop {drop} of {batch.width}")
+            batch = spec_entry.append(batch, new_k, new_v, cl)
+            ibatch = zerokv.append(ibatch, new_kv, cl)
+            got = decode_batch(ibatch, self.shape)
+            assert got == batch, f"append differs:\n spec {batch}\n impl {got}"
 
         registers = data.draw(st.integers(0, 2), label="registers")
         if registers and registers <= batch.width:

@@ -80,6 +80,7 @@ MANAGER = "impl/zerokv/manager.py"
 VALIDATE = "impl/zerokv/validate.py"
 POOL_T, MANAGER_T, BATCH_T = "test_diff_pool.py", "test_diff_manager.py", "test_diff_batch.py"
 ERRORS_T, WEAK_T = "test_diff_errors.py", "test_diff_weak_hash.py"
+SEARCH_T = "test_diff_search.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -274,6 +275,54 @@ MUTANTS: tuple[Mutant, ...] = (
         "HostIndex: fingerprint mismatches are not counted as collisions",
         (Edit(HOST, "stats[_C] += slot is not None", "stats[_C] += 0"),),
         (POOL_T,),
+    ),
+    Mutant(
+        "host-lookup-collision-lost",
+        "CacheManager host path: a recurrent fingerprint mismatch is not reported as collided",
+        (
+            Edit(
+                MANAGER,
+                "collided[b] = r_status[b] == 2 or c_status[b] == 2",
+                "collided[b] = r_status[b] == 2",
+            ),
+        ),
+        (MANAGER_T, WEAK_T),
+    ),
+    Mutant(
+        "host-store-slice-shifted",
+        "CacheManager host path: a contiguous store lands one slot after its targets",
+        (
+            Edit(
+                MANAGER,
+                "dest = self.slab.kv[:, :, first : first + rows]",
+                "dest = self.slab.kv[:, :, first + 1 : first + rows + 1]",
+            ),
+        ),
+        (SEARCH_T,),
+    ),
+    Mutant(
+        "host-store-correction-everywhere",
+        "write_rows: a mixed batch adds the correction to every row, windowed or not",
+        (
+            Edit(
+                ENTRY,
+                "out.addcmul_(correction.padded, weight.view(1, 1, rows, 1, 1, 1))",
+                "out.add_(correction.padded)",
+            ),
+        ),
+        (BATCH_T, MANAGER_T),
+    ),
+    Mutant(
+        "gather-append-unclamped",
+        "gather_append: row lengths not clamped to the kept columns",
+        (
+            Edit(
+                ENTRY,
+                "return Batch(out, lengths.clamp(max=kept) + t)",
+                "return Batch(out, lengths + t)",
+            ),
+        ),
+        (SEARCH_T, MANAGER_T),
     ),
     Mutant(
         "env-range-off-by-one",

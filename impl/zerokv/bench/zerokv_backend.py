@@ -51,18 +51,19 @@ class ZeroKVBackend:
     def _with_tokens(
         self, found: TierLookup, fresh: torch.Tensor, new: torch.Tensor, miss: torch.Tensor
     ) -> Batch:
-        """The gathered batch, a fresh token for each miss, then the 2 new tokens appended.
+        """The gathered batch with a fresh token for each miss and the 2 new tokens.
 
-        Equivalent to ``append`` on the batch with the miss rows replaced: the batch is
-        ``cl`` wide and stored entries hold at most ``cl - 2`` tokens, so the overflow
-        rule drops 2 columns of padding and no real token.
+        ``gather_append`` gathers the entries and appends the new tokens in one pass. The
+        batch is ``cl`` wide and stored entries hold at most ``cl - 2`` tokens, so the
+        overflow rule drops 2 columns of padding and no real token; a miss gathers an
+        empty row, whose last kept column then takes the miss's fresh 1-token entry.
         """
-        batch = self.manager.gather(found)
-        kv = batch.kv
-        last = torch.where(miss.view(1, 1, -1, 1, 1, 1), fresh, kv[:, :, :, :, -1:, :])
-        kv = torch.cat([kv[:, :, :, :, 2:-1, :], last, new], dim=4)
-        lengths = torch.where(miss, torch.ones_like(batch.lengths), batch.lengths)
-        return Batch(kv, lengths.clamp(max=self.cfg.context_length - 2) + new.shape[4])
+        batch = self.manager.gather_append(found, new)
+        t = new.shape[4]
+        column = batch.kv[:, :, :, :, -t - 1 : -t, :]
+        column.copy_(torch.where(miss.view(1, 1, -1, 1, 1, 1), fresh, column))
+        lengths = torch.where(miss, torch.full_like(batch.lengths, t + 1), batch.lengths)
+        return Batch(batch.kv, lengths)
 
     def root_step(
         self,
