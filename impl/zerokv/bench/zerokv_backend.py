@@ -62,8 +62,7 @@ class ZeroKVBackend:
         t = new.shape[4]
         column = batch.kv[:, :, :, :, -t - 1 : -t, :]
         column.copy_(torch.where(miss.view(1, 1, -1, 1, 1, 1), fresh, column))
-        lengths = torch.where(miss, torch.full_like(batch.lengths, t + 1), batch.lengths)
-        return Batch(batch.kv, lengths)
+        return Batch(batch.kv, batch.lengths.masked_fill(miss, t + 1))
 
     def root_step(
         self,
