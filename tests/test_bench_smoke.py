@@ -4,7 +4,9 @@ must return the same K/V on every step (no timing assertions; speed lives in the
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,3 +71,26 @@ def test_replay_check_bites() -> None:
             check_against=LegacyBackend(cfg, CPU, torch.float32),
             instrument=False,
         )
+
+
+def test_cli_writes_comparison_and_stage_breakdown(tmp_path: Path) -> None:
+    """The CLI end to end on a tiny run: the JSON holds the comparison and the stage
+    breakdown (its keys and the batch size, not its times), and the markdown page names
+    the command that made it."""
+    from zerokv.bench.__main__ import main
+    from zerokv.bench.zerokv_backend import STAGES
+
+    out = tmp_path
+    args = ["--config", "cartpole", "--steps", "2", "--repeats", "1", "--no-progress"]
+    args += ["--json", str(out / "p.json"), "--markdown", str(out / "p.md")]
+    assert main(args) == 0
+    doc = json.loads((out / "p.json").read_text())
+    cfg = preset("cartpole")
+    assert doc["configs"]["cartpole"]["speedup_vs_legacy"] > 0
+    stages = doc["stages"]["cartpole"]
+    assert set(stages["stages_us"]) == set(STAGES)
+    assert all(v > 0 for v in stages["stages_us"].values()) and stages["floor_us"] > 0
+    entry = 2 * cfg.num_layers * cfg.context_length * cfg.embed_dim * 4
+    assert stages["batch_bytes"] == cfg.env_num * entry
+    page = (out / "p.md").read_text()
+    assert "python -m zerokv.bench --config cartpole" in page and "copy floor" in page

@@ -29,6 +29,7 @@ from zerokv.bench.report import (
     SweepPoint,
     build_document,
     format_comparison,
+    format_stages,
     format_summary,
     format_sweep,
     machine_info,
@@ -46,6 +47,7 @@ from zerokv.bench.workload import (
     preset,
     replay,
 )
+from zerokv.bench.zerokv_backend import StageBreakdown, stage_breakdown
 
 _log = logging.getLogger("zerokv.bench")
 
@@ -55,6 +57,8 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _DEFAULT_STEPS = 20
 _DEFAULT_REPEATS = 3
 _QUICK_STEPS = 3
+#: Steps of the stage breakdown's own replay (at most; fewer when the run is shorter).
+_STAGE_STEPS = 5
 _CANDIDATE_MODULE = "zerokv.bench.zerokv_backend"
 
 
@@ -183,6 +187,12 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="first compare every output bit-exactly against legacy (default on)",
+    )
+    p.add_argument(
+        "--stages",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time zerokv's simulation step stage by stage, and the copy floor (default on)",
     )
     p.add_argument(
         "--baseline-only",
@@ -382,6 +392,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweeps += _sweep(configs[0], "env_num", envs, plan, candidate, progress)
         if cls:
             sweeps += _sweep(configs[0], "context_length", cls, plan, candidate, progress)
+        stages: list[StageBreakdown] = []
+        if not args.baseline_only and args.stages:
+            for cfg in configs:
+                progress.start(f"{cfg.name}: stages")
+                stage_steps = min(cfg.steps if steps is None else steps, _STAGE_STEPS)
+                stages.append(stage_breakdown(cfg, device, dtype, stage_steps))
+                _release(device)
     except ReplayMismatch as exc:
         _error(f"outputs differ from the legacy backend: {exc}")
         return 1
@@ -398,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sweeps:
         _emit(format_sweep(sweeps))
         _emit()
+    legacy_ms = {cmp.config.name: cmp.legacy.sim_step_ms for cmp in comparisons}
+    if stages:
+        _emit(format_stages(stages, legacy_ms))
+        _emit()
     _emit(f"total wall time {time.perf_counter() - started:.1f} s")
 
     legacy_name = comparisons[0].legacy.backend
@@ -408,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             comparisons,
             sweeps,
             {"legacy": legacy_name, "zerokv": candidate_name},
+            stages,
         )
         write_json(args.json, doc)
         _emit(f"wrote {args.json}")
@@ -417,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sections.append(format_summary(comparisons))
         if sweeps:
             sections.append(format_sweep(sweeps))
+        if stages:
+            sections.append(format_stages(stages, legacy_ms))
         plot_ref = None
         if args.plot:
             plot_ref = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
