@@ -74,6 +74,7 @@ def test_manager_results_and_inputs_are_private() -> None:
     found = mgr.lookup(env_ids, keys, fps)
     gathered = mgr.gather(found)
     fused = mgr.gather_append(found, new)
+    reserved = mgr.gather_reserve(found, 2)
     read = mgr.read(found)
     stored = mgr.entry_at(Tier.ROOT, 0, int(found.slot[0]))
     assert int(found.tier[0]) == int(Tier.ROOT) and int(gathered.lengths[0]) == 2
@@ -103,6 +104,8 @@ def test_manager_results_and_inputs_are_private() -> None:
         gathered.lengths,
         fused.kv,
         fused.lengths,
+        reserved.kv,
+        reserved.lengths,
         read.kv,
         read.lengths,
         stored.kv,

@@ -1,4 +1,4 @@
-"""The hot path (hash -> lookup -> gather -> append, or the fused gather_append ->
+"""The hot path (hash -> lookup -> gather -> append, or gather_reserve and in-place writes ->
 split/window -> store) never reads a device value on the host.
 
 On CUDA this is checked directly with ``torch.cuda.set_sync_debug_mode("error")`` (skipped
@@ -111,7 +111,8 @@ def _hot_path(mgr: CacheManager, inputs: Inputs) -> None:
     for tokens, children in zip(inputs.tokens[1:], inputs.children, strict=True):
         keys, fps = mgr.keys_of(parents)
         found = mgr.lookup(env_ids, keys, fps)
-        batch = mgr.gather_append(found, tokens)  # the fused form a search step uses
+        batch = mgr.gather_reserve(found, tokens.shape[4])  # room for the model's tokens
+        batch.kv[:, :, :, :, -tokens.shape[4] :, :] = tokens  # the model writes in place
         child_keys, child_fps = mgr.keys_of(children)
         mgr.store_recurrent_batch(env_ids, child_keys, batch, inputs.correction, child_fps)
         parents = children

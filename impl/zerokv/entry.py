@@ -39,6 +39,7 @@ __all__ = [
     "append",
     "assemble",
     "gather_append",
+    "gather_reserve",
     "plan_rows",
     "remove_registers",
     "split",
@@ -236,6 +237,24 @@ def append(batch: Batch, new_kv: torch.Tensor, capacity: int) -> Batch:
     return Batch(grown, batch.lengths.clamp(max=kept) + t)
 
 
+def _gather_kept(
+    kv_store: torch.Tensor, lengths_store: torch.Tensor, slots: torch.Tensor, t: int
+) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """The entries in ``slots`` gathered into the first columns of a new ``cl``-wide batch
+    whose last ``t`` columns are left for the new tokens (uninitialised), with the appended
+    lengths and the number of kept columns; None when the append empties every row."""
+    cl = int(kv_store.shape[4])
+    drop = overflow_drop(cl, t, cl)
+    if drop >= cl:
+        return None
+    kept = cl - drop
+    shape = kv_store.shape
+    out = kv_store.new_empty((shape[0], 2, int(slots.shape[0]), shape[3], kept + t, shape[5]))
+    torch.index_select(kv_store[:, :, :, :, drop:, :], 2, slots, out=out[:, :, :, :, :kept, :])
+    lengths = lengths_store.index_select(0, slots).clamp(max=kept) + t
+    return out, lengths, kept
+
+
 def gather_append(
     kv_store: torch.Tensor, lengths_store: torch.Tensor, slots: torch.Tensor, new_kv: torch.Tensor
 ) -> Batch:
@@ -246,18 +265,40 @@ def gather_append(
     them, so the batch is written once instead of gathered and then concatenated.
     """
     cl = int(kv_store.shape[4])
-    rows = int(slots.shape[0])
-    t = _check_new_tokens(kv_store, rows, new_kv, cl)
-    lengths = lengths_store.index_select(0, slots)
-    drop = overflow_drop(cl, t, cl)
-    if drop >= cl:
-        return Batch(new_kv.clone(), torch.full_like(lengths, t))
-    kept = cl - drop
-    shape = kv_store.shape
-    out = kv_store.new_empty((shape[0], 2, rows, shape[3], kept + t, shape[5]))
-    torch.index_select(kv_store[:, :, :, :, drop:, :], 2, slots, out=out[:, :, :, :, :kept, :])
+    t = _check_new_tokens(kv_store, int(slots.shape[0]), new_kv, cl)
+    got = _gather_kept(kv_store, lengths_store, slots, t)
+    if got is None:
+        return Batch(new_kv.clone(), torch.full_like(lengths_store.index_select(0, slots), t))
+    out, lengths, kept = got
     out[:, :, :, :, kept:, :] = new_kv
-    return Batch(out, lengths.clamp(max=kept) + t)
+    return Batch(out, lengths)
+
+
+def gather_reserve(
+    kv_store: torch.Tensor, lengths_store: torch.Tensor, slots: torch.Tensor, t: int
+) -> Batch:
+    """``gather_append`` with ``t`` zero tokens: the batch a model then writes into.
+
+    A transformer produces layer ``l``'s new K/V only after attending to the batch's layer
+    ``l``, so it cannot hand them over up front: it writes them in place into
+    ``batch.kv[l, :, :, :, -t:, :]``, as LightZero's cache update does. Lengths already
+    count the ``t`` columns.
+    """
+    cl = int(kv_store.shape[4])
+    if isinstance(t, bool) or not isinstance(t, int):
+        raise BatchError(f"the number of new tokens must be an int, got {t!r}")
+    if t < 1:
+        raise BatchError("append needs at least one new token")
+    if t > cl:
+        raise BatchError(f"cannot append {t} tokens to a cache of capacity {cl}")
+    got = _gather_kept(kv_store, lengths_store, slots, t)
+    if got is None:
+        shape = kv_store.shape
+        kv = kv_store.new_zeros((shape[0], 2, int(slots.shape[0]), shape[3], t, shape[5]))
+        return Batch(kv, torch.full_like(lengths_store.index_select(0, slots), t))
+    out, lengths, kept = got
+    out[:, :, :, :, kept:, :] = 0
+    return Batch(out, lengths)
 
 
 def remove_registers(batch: Batch, count: int) -> Batch:

@@ -11,8 +11,8 @@ One MCTS step with the batched API (no host synchronisation anywhere on CUDA)::
 
     keys, fps = manager.keys_of(parent_latents)            # [B] int64 each
     found = manager.lookup(env_ids, keys, fps)             # tier / slot per row
-    batch = manager.gather(found)                          # [L, 2, B, H, cl, d] + lengths
-    batch = append(batch, new_kv, manager.config.context_length)   # model's new tokens
+    batch = manager.gather_reserve(found, 2)               # [L, 2, B, H, cl, d] + lengths
+    batch.kv[:, :, :, :, -2:, :] = new_kv                  # the model writes its 2 tokens
     child_keys, child_fps = manager.keys_of(child_latents)
     manager.store_recurrent_batch(env_ids, child_keys, batch, correction, child_fps)
 
@@ -36,6 +36,7 @@ from zerokv.entry import (
     Entries,
     RowPlan,
     gather_append,
+    gather_reserve,
     plan_rows,
     store_rows,
     write_rows,
@@ -395,6 +396,15 @@ class CacheManager:
         if found.global_slot.shape[0] == 0:
             raise BatchError("cannot assemble an empty batch")
         return gather_append(self.slab.kv, self.slab.lengths, found.global_slot, new_kv)
+
+    def gather_reserve(self, found: TierLookup, t: int) -> Batch:
+        """``gather_append(found, zeros)`` with ``t`` zero tokens: room for a model's new
+        tokens, which it writes in place into ``batch.kv[:, :, :, :, -t:, :]`` (layer by
+        layer, as its attention produces them). The spec's ``gather_reserve``.
+        """
+        if found.global_slot.shape[0] == 0:
+            raise BatchError("cannot assemble an empty batch")
+        return gather_reserve(self.slab.kv, self.slab.lengths, found.global_slot, t)
 
     def read(self, found: TierLookup) -> Entries:
         """Copies of the entries ``found`` hit, in slab layout (misses: empty entries)."""

@@ -509,6 +509,19 @@ class ShadowManager:
         _same_tensor(op, "batch K/V", fused.kv, want.kv)
         return fused
 
+    def gather_reserve(self, found: TierLookup, t: int) -> Batch:
+        """``CacheManager.gather_reserve``; compared bit-exactly with ``gather`` (itself
+        checked against the spec) followed by ``append`` of ``t`` zero tokens."""
+        op = "gather_reserve"
+        fused = self.impl.gather_reserve(found, t)
+        base = self.gather(found)
+        shape = base.kv.shape
+        zeros = base.kv.new_zeros((shape[0], 2, shape[2], shape[3], t, shape[5]))
+        want = append(base, zeros, self.impl.config.context_length)
+        _same(op, "batch lengths", fused.lengths.tolist(), want.lengths.tolist())
+        _same_tensor(op, "batch K/V", fused.kv, want.kv)
+        return fused
+
     def read(self, found: TierLookup) -> Entries:
         """``CacheManager.read``; compared bit-exactly with the side table."""
         op = "read"

@@ -410,6 +410,18 @@ class CacheManager:
         cl = self.config.context_length
         return append(self.gather(lookups, cl), new_k, new_v, cl)
 
+    def gather_reserve(self, lookups: Sequence[TierLookup], t: int) -> Batch:
+        """``gather_append`` with ``t`` zero tokens per row: the batch a model writes its
+        new tokens into, in place (it produces them only while attending to the batch)."""
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise BatchError(f"the number of new tokens must be an int, got {t!r}")
+        rows = len(lookups)
+        layers = self.config.num_layers
+        zeros = tuple(
+            tuple(tuple(0.0 for _ in range(t)) for _ in range(rows)) for _ in range(layers)
+        )
+        return self.gather_append(lookups, zeros, zeros)
+
     def store_root_batch(
         self,
         env_ids: Sequence[int],

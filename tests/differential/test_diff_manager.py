@@ -227,17 +227,33 @@ class ManagerMachine(DiffMachine):
         cl, layers = self.shape.context_length, self.shape.num_layers
         static = data.draw(st.booleans(), label="static width")
         longest = max(0 if r.entry is None else r.entry.size for r in spec_found)
-        # The fused gather_append (static width only) or gather, then append.
-        fused = static and data.draw(st.booleans(), label="gather_append")
+        # gather then append, or (static width only) the fused gather_append, or
+        # gather_reserve followed by the model writing its tokens in place.
+        mode = "separate"
+        if static:
+            mode = data.draw(st.sampled_from(["separate", "fused", "reserve"]), label="mode")
         t = data.draw(st.integers(1, 3), label="new tokens")
         new_k, new_v = self.source.new_tokens(layers, len(rows), t)
         new_kv = encode_new_tokens(new_k, new_v, self.shape)
-        if fused:
+        if mode == "fused":
             event("gather_append")
             batch = self.spec.gather_append(spec_found, new_k, new_v)
             ibatch = self.impl.gather_append(impl_found, new_kv)
             got = decode_batch(ibatch, self.shape)
             assert got == batch, f"gather_append differs:\n spec {batch}\n impl {got}"
+        elif mode == "reserve":
+            event("gather_reserve")
+            reserved = self.spec.gather_reserve(spec_found, t)
+            ibatch = self.impl.gather_reserve(impl_found, t)
+            # Zero tokens have no encoding of their own: check them and the lengths here,
+            # the kept columns once the model's tokens are in.
+            assert ibatch.width == reserved.width
+            assert ibatch.lengths.tolist() == list(reserved.lengths)
+            assert not ibatch.kv[:, :, :, :, -t:, :].any(), "reserved columns are not zero"
+            ibatch.kv[:, :, :, :, -t:, :] = new_kv  # the model writes its tokens in place
+            batch = self.spec.gather_append(spec_found, new_k, new_v)
+            got = decode_batch(ibatch, self.shape)
+            assert got == batch, f"written batch differs:\n spec {batch}\n impl {got}"
         else:
             batch = self.spec.gather(spec_found, cl if static else None)
             ibatch = self.impl.gather(impl_found, cl if static else longest)

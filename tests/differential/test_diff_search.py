@@ -2,16 +2,17 @@
 
 ``test_diff_manager.py`` explores every operation on tiny pools; this machine drives the
 path a search actually takes, on pools large enough for it to matter (root pools of 4 - 9
-slots, a recurrent pool of 6 - 16): the fused ``gather_append`` of 2 new tokens (sometimes
-1 or 3) at the static width ``cl``, the window rule with a non-zero correction, and stores
-of mostly fresh keys, so a FIFO pool takes whole batches into consecutive slots (the CPU
-path then writes the rows straight into a slab slice) while re-expanded nodes and
-duplicate rows scatter. Rules:
+slots, a recurrent pool of 6 - 16): ``gather_reserve`` with the model's 2 new tokens
+(sometimes 1 or 3) written in place, or the fused ``gather_append``, at the static width
+``cl``; the window rule with a correction (zero or not); and stores of mostly fresh keys,
+so a FIFO pool takes whole batches into consecutive slots (the CPU path then writes the
+rows straight into a slab slice) while re-expanded nodes and duplicate rows scatter.
+Rules:
 
-* ``root_step`` - root lookups of each environment's previous root key, ``gather_append``,
+* ``root_step`` - root lookups of each environment's previous root key, the batch,
   ``store_root_batch`` of the current keys (an environment may appear once);
 * ``simulate`` - hierarchical lookups of parent keys (stored root or recurrent keys, an
-  unknown key now and then), ``gather_append``, ``store_recurrent_batch`` of child keys
+  unknown key now and then), the batch, ``store_recurrent_batch`` of child keys
   (fresh, or a stored key again: a re-expansion);
 * ``clear_recurrent`` (before a search, as UniZero does) and ``clear_env`` (episode end).
 
@@ -119,8 +120,13 @@ class SearchMachine(DiffMachine):
         assert found.tier.tolist() == tier_rows, f"tiers: spec {tier_rows} impl {found.tier}"
         t = data.draw(st.sampled_from([2, 2, 2, 1, 3]), label="new tokens")
         new_k, new_v = self.source.new_tokens(self.shape.num_layers, len(envs), t)
+        new_kv = encode_new_tokens(new_k, new_v, self.shape)
         batch = self.spec.gather_append(spec_found, new_k, new_v)
-        ibatch = self.impl.gather_append(found, encode_new_tokens(new_k, new_v, self.shape))
+        if data.draw(st.booleans(), label="reserve"):
+            ibatch = self.impl.gather_reserve(found, t)
+            ibatch.kv[:, :, :, :, -t:, :] = new_kv  # the model writes in place
+        else:
+            ibatch = self.impl.gather_append(found, new_kv)
         got = decode_batch(ibatch, self.shape)
         assert got == batch, f"gather_append differs:\n spec {batch}\n impl {got}"
         if tiers == "root":

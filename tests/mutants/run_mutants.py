@@ -325,6 +325,12 @@ MUTANTS: tuple[Mutant, ...] = (
         (SEARCH_T, MANAGER_T),
     ),
     Mutant(
+        "gather-reserve-unzeroed",
+        "gather_reserve: the reserved columns keep whatever the new buffer held",
+        (Edit(ENTRY, "    out[:, :, :, :, kept:, :] = 0\n", ""),),
+        (MANAGER_T,),
+    ),
+    Mutant(
         "env-range-off-by-one",
         "validate: env id == env_num accepted",
         (Edit(VALIDATE, "if not 0 <= e < env_num", "if not 0 <= e <= env_num"),),

@@ -441,8 +441,9 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
 * **Where the time goes.** On the CPU zerokv keeps its index in host memory (a dict per
   pool) and does each row's bookkeeping on Python lists, so the tensor work of a
   simulation step is: hashing the parent and the child latents (a few passes over their
-  32-bit words), one `index_select` of the looked-up entries straight into the appended
-  batch (`gather_append`), a finiteness check of the batch, and one masked multiply plus
+  32-bit words), one `index_select` of the looked-up entries straight into a batch with
+  room for the new tokens (`gather_reserve`; the stage includes the replay's model
+  writing its tokens into it), a finiteness check of the batch, and one masked multiply plus
   the window correction written straight into the slab (or, when the slots are not
   consecutive, into a new tensor that an `index_copy_` scatters). The stage table
   measures each of these inside the replay, where caches are as cold as in a real search.

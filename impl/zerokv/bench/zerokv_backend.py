@@ -1,9 +1,10 @@
 """zerokv's side of the replay: the ``CacheBackend`` protocol on ``zerokv.CacheManager``.
 
 This is how UniZero's inference would call zerokv, one batched call per phase:
-``keys_of`` (device hashing) -> ``lookup`` -> ``gather`` (static width ``cl``) -> the
-model's tokens (a miss's fresh token, then the 2 new tokens) -> ``store_*_batch`` (split,
-window rule, batched write). Sizes are LightZero's (``CacheConfig.legacy``).
+``keys_of`` (device hashing) -> ``lookup`` -> ``gather_reserve`` (static width ``cl``,
+room for the new tokens) -> the model's tokens written in place (a miss's fresh token,
+then the 2 new tokens) -> ``store_*_batch`` (split, window rule, batched write). Sizes are
+LightZero's (``CacheConfig.legacy``).
 """
 
 from __future__ import annotations
@@ -54,15 +55,18 @@ class ZeroKVBackend:
     def _with_tokens(
         self, found: TierLookup, fresh: torch.Tensor, new: torch.Tensor, miss: torch.Tensor
     ) -> Batch:
-        """The gathered batch with a fresh token for each miss and the 2 new tokens.
+        """The gathered batch with a fresh token for each miss and the new tokens.
 
-        ``gather_append`` gathers the entries and appends the new tokens in one pass. The
-        batch is ``cl`` wide and stored entries hold at most ``cl - 2`` tokens, so the
-        overflow rule drops 2 columns of padding and no real token; a miss gathers an
-        empty row, whose last kept column then takes the miss's fresh 1-token entry.
+        ``gather_reserve`` gathers the entries with room for the ``t`` new tokens, which
+        the "model" then writes in place, as a transformer writes each layer's new K/V into
+        its cache. The batch is ``cl`` wide and stored entries hold at most ``cl - 2``
+        tokens, so the overflow rule drops 2 columns of padding and no real token; a miss
+        gathers an empty row, whose last kept column then takes the miss's fresh 1-token
+        entry.
         """
-        batch = self.manager.gather_append(found, new)
         t = new.shape[4]
+        batch = self.manager.gather_reserve(found, t)
+        batch.kv[:, :, :, :, -t:, :] = new
         column = batch.kv[:, :, :, :, -t - 1 : -t, :]
         column.copy_(torch.where(miss.view(1, 1, -1, 1, 1, 1), fresh, column))
         return Batch(batch.kv, batch.lengths.masked_fill(miss, t + 1))
@@ -154,7 +158,7 @@ class ZeroKVBackend:
 # --------------------------------------------------------------------------- stages
 
 #: The stages of one simulation step, in order, as `StagedZeroKVBackend` times them.
-STAGES: tuple[str, ...] = ("hash parents", "lookup", "gather_append", "hash children", "store")
+STAGES: tuple[str, ...] = ("hash parents", "lookup", "gather_reserve", "hash children", "store")
 
 
 class StagedZeroKVBackend(ZeroKVBackend):
@@ -195,7 +199,7 @@ class StagedZeroKVBackend(ZeroKVBackend):
         found = mgr.lookup(env_ids, keys, fps)
         t = self._mark("lookup", t)
         batch = self._with_tokens(found, fresh, new, found.tier == 0)
-        t = self._mark("gather_append", t)
+        t = self._mark("gather_reserve", t)
         child_keys, child_fps = mgr.keys_of(child_latents)
         t = self._mark("hash children", t)
         mgr.store_recurrent_batch(env_ids, child_keys, batch, self._prepared(correction), child_fps)
