@@ -21,7 +21,6 @@ the validating constructors ``Batch.checked`` / ``Entries.checked``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -362,16 +361,28 @@ def _shift_rows(
         out = moved
     else:
         out = torch.addcmul(moved, correction.padded, windowed.to(dtype).view(1, 1, rows, 1, 1, 1))
-    keep = valid.view(1, 1, rows, 1, cl, 1)
-    # On the CPU, multiplying by the 0/1 mask is several times faster than torch.where, and
-    # exact when every value is finite (NaN * 0 is NaN); look first, that is free there.
-    # A finite sum proves every value finite (inf and NaN propagate); an overflowing sum
-    # merely sends a finite batch down the exact path.
-    if cheap and bool(out.sum().isfinite()):
-        factor = keep.to(dtype)
-        # Never write into the caller's batch; a tensor made here may be reused.
-        return (out * factor if out is batch.kv else out.mul_(factor)), out_len
-    return torch.where(keep, out, torch.zeros((), dtype=dtype, device=out.device)), out_len
+    bits = valid.to(_INT_OF_SIZE[batch.kv.element_size()]).neg().view(1, 1, rows, 1, cl, 1)
+    # Never write into the caller's batch; a tensor made here may be reused.
+    return _masked(out, bits, None if out is batch.kv else out), out_len
+
+
+#: The integer type of each float size: masks are applied to the bits of the values.
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _masked(kv: torch.Tensor, bits: torch.Tensor, dest: torch.Tensor | None) -> torch.Tensor:
+    """``kv`` with the columns where ``bits`` is 0 set to +0.0 (``bits`` -1 keeps a value).
+
+    The mask works on the values' bits (an AND with all ones or all zeros), so it is exact
+    for every value, NaN and inf included, and costs what a multiply costs; a multiply by a
+    0/1 mask turns NaN * 0 into NaN, and ``torch.where`` is several times slower on a CPU.
+    With ``dest`` the result is written there (``dest`` may be ``kv`` itself).
+    """
+    ints = _INT_OF_SIZE[kv.element_size()]
+    if dest is None:
+        return torch.bitwise_and(kv.view(ints), bits).view(kv.dtype)
+    torch.bitwise_and(kv.view(ints), bits, out=dest.view(ints))
+    return dest
 
 
 @dataclass(frozen=True)
@@ -384,21 +395,21 @@ class RowPlan:
 
 
 @lru_cache(maxsize=32)
-def _keep_table(cl: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``[cl + 1, cl]``: row ``n`` is 1 in the last ``n`` columns (a right-aligned entry)."""
+def _keep_bits(cl: int, ints: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[cl + 1, cl]``: row ``n`` is -1 (all bits) in the last ``n`` columns, else 0."""
     cols = torch.arange(cl, device=device)
     sizes = torch.arange(cl + 1, device=device)
-    return (cols.unsqueeze(0) >= (cl - sizes).unsqueeze(1)).to(dtype)
+    return (cols.unsqueeze(0) >= (cl - sizes).unsqueeze(1)).to(ints).neg()
 
 
 def plan_rows(batch: Batch, context_length: int, correction: Correction) -> RowPlan | None:
     """The store plan when ``write_rows`` applies, else None (use ``store_rows``).
 
-    Only where host reads are free (the CPU): it reads the lengths and whether every value
-    is finite. It applies to a static-width batch (``W == cl``) of finite values with no
-    row of exactly ``cl`` tokens under the window rule: then every row already sits in
-    the columns the slab stores it in, and a store is a multiply by the kept columns plus
-    the correction of the windowed rows. Lengths outside ``[0, W]`` raise ``BatchError``.
+    Only where host reads are free (the CPU): it reads the lengths. It applies to a
+    static-width batch (``W == cl``) with no row of exactly ``cl`` tokens under the window
+    rule: then every row already sits in the columns the slab stores it in, and a store is
+    a mask of the kept columns plus the correction of the windowed rows. Lengths outside
+    ``[0, W]`` raise ``BatchError``.
     """
     cl = context_length
     kv = batch.kv
@@ -408,9 +419,7 @@ def plan_rows(batch: Batch, context_length: int, correction: Correction) -> RowP
     lengths: list[int] = batch.lengths.tolist()
     if min(lengths) < 0 or max(lengths) > cl:
         raise BatchError(f"batch lengths must lie in [0, {cl}], got {lengths}")
-    # A finite sum proves every value finite (inf and NaN propagate); an overflowing sum
-    # only sends a finite batch down the exact path.
-    if cl in lengths or not math.isfinite(kv.sum().item()):
+    if cl in lengths:
         return None
     windowed = [n >= cl - 1 for n in lengths]
     out = [cl - 3 if w else n for n, w in zip(lengths, windowed)]
@@ -427,15 +436,15 @@ def write_rows(
     """``store_rows(batch, cl, correction).kv`` for a ``plan_rows`` plan, written to ``dest``.
 
     ``dest`` (``[L, 2, B, H, cl, d]``, e.g. a slice of a slab) receives the rows; with None
-    a new tensor does. ``out_lengths`` is ``plan.out_lengths`` as a tensor. The arithmetic
-    is ``store_rows``'s: kept columns times 1, the rest times 0 (exact: every value is
-    finite), plus the table on windowed rows.
+    a new tensor does. ``out_lengths`` is ``plan.out_lengths`` as a tensor. The result is
+    ``store_rows``'s: the kept columns, +0.0 elsewhere (a bit mask: exact for any value),
+    plus the table on windowed rows.
     """
     kv = batch.kv
     rows, cl = batch.rows, batch.width
-    keep = _keep_table(cl, kv.dtype, kv.device).index_select(0, out_lengths)
-    keep = keep.view(1, 1, rows, 1, cl, 1)
-    out = kv * keep if dest is None else torch.mul(kv, keep, out=dest)
+    bits = _keep_bits(cl, _INT_OF_SIZE[kv.element_size()], kv.device)
+    bits = bits.index_select(0, out_lengths).view(1, 1, rows, 1, cl, 1)
+    out = _masked(kv, bits, dest)
     if all(plan.windowed):
         out.add_(correction.padded)
     elif any(plan.windowed):

@@ -80,7 +80,7 @@ MANAGER = "impl/zerokv/manager.py"
 VALIDATE = "impl/zerokv/validate.py"
 POOL_T, MANAGER_T, BATCH_T = "test_diff_pool.py", "test_diff_manager.py", "test_diff_batch.py"
 ERRORS_T, WEAK_T = "test_diff_errors.py", "test_diff_weak_hash.py"
-SEARCH_T = "test_diff_search.py"
+SEARCH_T, PADDING_T = "test_diff_search.py", "test_diff_padding.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -329,6 +329,23 @@ MUTANTS: tuple[Mutant, ...] = (
         "gather_reserve: the reserved columns keep whatever the new buffer held",
         (Edit(ENTRY, "    out[:, :, :, :, kept:, :] = 0\n", ""),),
         (MANAGER_T,),
+    ),
+    Mutant(
+        "store-mask-multiplies",
+        "stores zero the padding with a 0/1 multiply (NaN * 0 stays NaN) instead of bits",
+        (
+            Edit(
+                ENTRY,
+                "return torch.bitwise_and(kv.view(ints), bits).view(kv.dtype)",
+                "return kv * (bits != 0).to(kv.dtype)",
+            ),
+            Edit(
+                ENTRY,
+                "torch.bitwise_and(kv.view(ints), bits, out=dest.view(ints))",
+                "torch.mul(kv, (bits != 0).to(kv.dtype), out=dest)",
+            ),
+        ),
+        (PADDING_T,),
     ),
     Mutant(
         "env-range-off-by-one",
