@@ -463,10 +463,13 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
   GPU); legacy's are as wide as the longest entry plus the new tokens. In a short replay
   entries are still short, so at the long-context Memory config legacy moves much less
   data than it would in a long run; the ratio there grows with the run's length.
-* **Synchronisations on the CPU.** On the CPU zerokv uses its host-memory index and a few
-  free host reads of CPU tensors (`zerokv.contracts.host_reads_are_free`); the counter
-  reports them as they would be counted on a GPU. The CUDA code path reads nothing on the
-  host: `tests/test_sync_free.py` runs it on the CPU with every synchronising method
+* **Synchronisations on the CPU.** The counter counts the tensor operations that copy a
+  device value to the host (`item`, `nonzero`, a copy to the CPU, ...), plus legacy's own
+  count of hashed latents. zerokv's CPU path reads keys and lengths with `tolist()`,
+  which is free on the CPU (the values already are in host memory) and is not such an
+  operation, so zerokv shows 0 here; that number says nothing about CUDA. On CUDA zerokv
+  uses the device index, whose code path reads nothing on the host:
+  `tests/test_sync_free.py` runs it on the CPU with every synchronising method
   instrumented, and under `torch.cuda.set_sync_debug_mode("error")` where a GPU exists.
 * **Memory.** zerokv allocates its slab once, for every slot of LightZero's pool sizes
   (root pools of `min(max_cache_size, max(256, 2N))` slots per environment), so its storage
