@@ -96,6 +96,13 @@ MUTANTS = [
         "return (self.priority[slot], -self.inserted_at[slot])",
         "priority_put_driver",
     ),
+    Mutant(
+        "reserved-columns-hold-ones",
+        "manager.py",
+        "tuple(tuple(0.0 for _ in range(t)) for _ in range(rows))",
+        "tuple(tuple(1.0 for _ in range(t)) for _ in range(rows))",
+        "manager_gather_driver",
+    ),
 ]
 
 

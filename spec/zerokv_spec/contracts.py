@@ -46,8 +46,10 @@ from zerokv_spec.entry import (
     Batch,
     Correction,
     Entry,
+    Tokens,
     append,
     assemble,
+    overflow_drop,
     remove_registers,
     split,
     store_rows,
@@ -1946,6 +1948,76 @@ def bad_manager_call(m: CacheManager, case: int) -> tuple[str, Callable[[], obje
 
 
 BAD_MANAGER_CASES = 24
+
+
+@dataclass(frozen=True)
+class GatherCase:
+    """A hierarchical lookup of 1 - 3 rows, then ``gather_append`` or ``gather_reserve``."""
+
+    t: int
+    reserve: bool
+    entries: tuple[Entry | None, ...]
+    new_k: tuple[tuple[Tokens, ...], ...]
+    before: ManagerSnap
+    after: ManagerSnap
+    result: Batch
+
+
+def gather_step_failures(c: GatherCase) -> list[str]:
+    """The batch a search step attends to: each row's newest tokens, then the new ones."""
+    cl = 4
+    drop = overflow_drop(cl, c.t, cl)
+    kept = 0 if drop >= cl else cl - drop
+    sizes = [0 if e is None else e.size for e in c.entries]
+    rows_ok = True
+    for b, e in enumerate(c.entries):
+        n = min(sizes[b], kept)
+        old = () if e is None else e.k[0][e.size - n :]
+        new = tuple(0.0 for _ in range(c.t)) if c.reserve else c.new_k[0][b]
+        row = c.result.k[0][b]
+        rows_ok = rows_ok and row[c.result.width - n - c.t :] == old + new
+    return failed(
+        [
+            ("gather_append: width = kept columns + t", c.result.width == kept + c.t),
+            (
+                "gather_append: lengths = min(size, kept) + t",
+                c.result.lengths == tuple(min(n, kept) + c.t for n in sizes),
+            ),
+            ("gather_append: each row = newest kept tokens + the new ones", rows_ok),
+            ("gather_append: left padding stays zero", padding_is_zero(c.result)),
+            ("gather_append: nothing in the manager changes", c.after == c.before),
+        ]
+    )
+
+
+def manager_gather_driver(sizes: list[int], hits: list[int], t: int, reserve: bool) -> GatherCase:
+    """Store root entries of the given sizes (``hits`` decides which rows), look every row
+    up, then ``gather_append`` t new tokens or ``gather_reserve`` t columns (cl = 4).
+
+    pre: 1 <= len(sizes) <= 3
+    pre: len(hits) == len(sizes)
+    pre: 1 <= t <= 4
+    post: gather_step_failures(__return__) == []
+    """
+    m = make_manager(0, 0, 3, 1)
+    envs = [b % 2 for b in range(len(sizes))]
+    keys = [10 + b for b in range(len(sizes))]
+    entries: list[Entry | None] = []
+    for b, s in enumerate(sizes):
+        if pick(hits[b], 2):
+            entry = make_entry(b, pick(s, 5), 1)
+            m.store_root(envs[b], keys[b], entry)
+            entries.append(entry)
+        else:
+            entries.append(None)
+    lookups = m.lookup_many(envs, keys)
+    t = 1 + pick(t - 1, 4)
+    rows = range(len(sizes))
+    new_k = (tuple(tuple(token(b, 0, 60 + j) for j in range(t)) for b in rows),)
+    new_v = (tuple(tuple(token(b, 0, 60 + j, -1.0) for j in range(t)) for b in rows),)
+    before = manager_snapshot(m)
+    result = m.gather_reserve(lookups, t) if reserve else m.gather_append(lookups, new_k, new_v)
+    return GatherCase(t, reserve, tuple(entries), new_k, before, manager_snapshot(m), result)
 
 
 def manager_bad_input_driver(policy: int, scope: int, case: int) -> ErrorCase:
