@@ -64,6 +64,7 @@ __all__ = [
     "TokenSource",
     "assert_put_results",
     "assert_same_manager",
+    "cache_config",
     "decode_batch",
     "decode_entries",
     "encode_batch",
@@ -118,6 +119,18 @@ def shapes(context_lengths: Sequence[int] = (4, 5, 6, 7, 8)) -> st.SearchStrateg
         num_heads=st.sampled_from([1, 2]),
         head_dim=st.sampled_from([1, 2]),
         context_length=st.sampled_from(list(context_lengths)),
+    )
+
+
+def cache_config(shape: Shape, env_num: int, **options: object) -> zerokv.CacheConfig:
+    """A ``CacheConfig`` of ``shape`` (the pool sizes, policy, scope, index in ``options``)."""
+    return zerokv.CacheConfig(
+        env_num=env_num,
+        num_layers=shape.num_layers,
+        num_heads=shape.num_heads,
+        head_dim=shape.head_dim,
+        context_length=shape.context_length,
+        **options,  # type: ignore[arg-type]
     )
 
 

@@ -43,6 +43,7 @@ from differential.common import (
     assert_put_results,
     assert_same_manager,
     assert_views,
+    cache_config,
     encode_batch,
     encode_correction,
     encode_entries,
@@ -178,12 +179,9 @@ class ErrorMachine(DiffMachine):
         self.shape = shape
         self.policy = policy
         index = self.use_backend(backend)
-        self.config = zerokv.CacheConfig(
-            env_num=2,
-            num_layers=shape.num_layers,
-            num_heads=shape.num_heads,
-            head_dim=shape.head_dim,
-            context_length=shape.context_length,
+        self.config = cache_config(
+            shape,
+            2,
             root_capacity=root_capacity,
             recurrent_capacity=recurrent_capacity,
             policy=policy,

@@ -49,6 +49,7 @@ from differential.common import (
     Shape,
     assert_put_results,
     assert_same_manager,
+    cache_config,
     decode_batch,
     decode_entries,
     encode_correction,
@@ -95,12 +96,9 @@ class ManagerMachine(DiffMachine):
         backend: str,
     ) -> None:
         self.shape = shape
-        self.config = zerokv.CacheConfig(
-            env_num=env_num,
-            num_layers=shape.num_layers,
-            num_heads=shape.num_heads,
-            head_dim=shape.head_dim,
-            context_length=shape.context_length,
+        self.config = cache_config(
+            shape,
+            env_num,
             root_capacity=root_capacity,
             recurrent_capacity=recurrent_capacity,
             policy=policy,

@@ -37,6 +37,7 @@ from differential.common import (
     Shape,
     assert_put_results,
     assert_same_manager,
+    cache_config,
     decode_batch,
     encode_correction,
     encode_new_tokens,
@@ -76,12 +77,9 @@ class SearchMachine(DiffMachine):
         data: st.DataObject,
     ) -> None:
         self.shape = shape
-        config = zerokv.CacheConfig(
-            env_num=env_num,
-            num_layers=shape.num_layers,
-            num_heads=shape.num_heads,
-            head_dim=shape.head_dim,
-            context_length=shape.context_length,
+        config = cache_config(
+            shape,
+            env_num,
             root_capacity=root_capacity,
             recurrent_capacity=recurrent_capacity,
             policy=policy,

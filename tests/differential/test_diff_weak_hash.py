@@ -31,6 +31,7 @@ from differential.common import (
     Shape,
     assert_put_results,
     assert_same_manager,
+    cache_config,
     decode_batch,
     decode_entries,
     encode_entries,
@@ -80,12 +81,9 @@ class WeakHashMachine(DiffMachine):
     ) -> None:
         self.shape = shape
         self.scope = scope
-        config = zerokv.CacheConfig(
-            env_num=2,
-            num_layers=shape.num_layers,
-            num_heads=shape.num_heads,
-            head_dim=shape.head_dim,
-            context_length=shape.context_length,
+        config = cache_config(
+            shape,
+            2,
             root_capacity=root_capacity,
             recurrent_capacity=recurrent_capacity,
             policy=policy,

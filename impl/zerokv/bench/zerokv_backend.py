@@ -123,12 +123,21 @@ class ZeroKVBackend:
         correction: torch.Tensor,
     ) -> StepOutput:
         mgr = self.manager
+        self._tick(None)
         keys, fps = mgr.keys_of(parent_latents)
+        self._tick("hash parents")
         found = mgr.lookup(env_ids, keys, fps)
+        self._tick("lookup")
         batch = self._with_tokens(found, fresh, new, found.tier == 0)
+        self._tick("gather_reserve")
         child_keys, child_fps = mgr.keys_of(child_latents)
+        self._tick("hash children")
         mgr.store_recurrent_batch(env_ids, child_keys, batch, self._prepared(correction), child_fps)
+        self._tick("store")
         return StepOutput(batch.kv, batch.lengths)
+
+    def _tick(self, stage: str | None) -> None:
+        """End of ``stage`` of ``sim_step`` (None: its start); `StagedZeroKVBackend` times it."""
 
     def clear_recurrent(self) -> None:
         self.manager.clear_recurrent()
@@ -173,38 +182,15 @@ class StagedZeroKVBackend(ZeroKVBackend):
     def __init__(self, cfg: WorkloadConfig, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(cfg, device, dtype)
         self.stages: dict[str, list[float]] = {s: [] for s in STAGES}
+        self._last = 0.0
 
-    def _mark(self, stage: str, start: float) -> float:
+    def _tick(self, stage: str | None) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         now = time.perf_counter()
-        self.stages[stage].append(now - start)
-        return now
-
-    def sim_step(
-        self,
-        env_ids: Sequence[int],
-        parent_latents: torch.Tensor,
-        fresh: torch.Tensor,
-        new: torch.Tensor,
-        child_latents: torch.Tensor,
-        correction: torch.Tensor,
-    ) -> StepOutput:
-        mgr = self.manager
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t = time.perf_counter()
-        keys, fps = mgr.keys_of(parent_latents)
-        t = self._mark("hash parents", t)
-        found = mgr.lookup(env_ids, keys, fps)
-        t = self._mark("lookup", t)
-        batch = self._with_tokens(found, fresh, new, found.tier == 0)
-        t = self._mark("gather_reserve", t)
-        child_keys, child_fps = mgr.keys_of(child_latents)
-        t = self._mark("hash children", t)
-        mgr.store_recurrent_batch(env_ids, child_keys, batch, self._prepared(correction), child_fps)
-        self._mark("store", t)
-        return StepOutput(batch.kv, batch.lengths)
+        if stage is not None:
+            self.stages[stage].append(now - self._last)
+        self._last = now
 
 
 @dataclass(frozen=True)
