@@ -122,6 +122,7 @@ MANAGER_CASES = (
     "clear_env: env out of range",
     "gather: no rows",
     "gather: narrower than the longest entry",
+    "gather_reserve: no tokens / too many / a bool",
     "lookup: int32 keys",
     "lookup: 2-d keys",
     "lookup: float fingerprints",
@@ -132,6 +133,7 @@ MANAGER_CASES = (
     "store batch: float64 batch",
     "store batch: float64 correction",
     "store: float32 priorities",
+    "gather_append: new tokens of another shape / dtype",
 )
 
 POOL_CASES = (
@@ -474,6 +476,14 @@ class ErrorMachine(DiffMachine):
                 lambda: spec.gather(found_s, longest - 1),
                 lambda: impl.gather(found_i, longest - 1),
             )
+        if which == "gather_reserve: no tokens / too many / a bool":
+            found_s = spec.lookup_many(envs, keys)
+            found_i = impl.lookup(envs, keys_t)  # counted on both sides, before the snapshot
+            t = data.draw(st.sampled_from([0, -1, cl + 1, True]), label="tokens")
+            return Case(
+                lambda: spec.gather_reserve(found_s, t),
+                lambda: impl.gather_reserve(found_i, t),
+            )
         if which == "clear_env: env out of range":
             env = data.draw(st.sampled_from([2, -1]))
             return Case(lambda: spec.clear_env(env), lambda: impl.clear_env(env))
@@ -514,6 +524,14 @@ class ErrorMachine(DiffMachine):
                 lambda: impl.store_root_many(envs, keys_t, ientries, None, None, f32),
                 DTypeError,
             )
+        if which == "gather_append: new tokens of another shape / dtype":
+            spec.lookup_many(envs, keys)  # counted on both sides, before the snapshot
+            found_i = impl.lookup(envs, keys_t)
+            rows = data.draw(st.sampled_from([n, n + 1]), label="rows")
+            tokens = torch.zeros(shape.num_layers, 2, rows, shape.num_heads, 2, shape.head_dim)
+            if rows == n:
+                return Case(None, lambda: impl.gather_append(found_i, tokens.double()), DTypeError)
+            return Case(None, lambda: impl.gather_append(found_i, tokens), ShapeError)
         raise AssertionError(f"unknown case {which}")
 
     def next_case(self, cases: tuple[str, ...]) -> str:
