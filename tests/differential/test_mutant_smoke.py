@@ -49,3 +49,25 @@ def test_fifo_machine_catches_an_off_by_one_ring_pointer(monkeypatch: pytest.Mon
     with pytest.raises(AssertionError) as caught:
         run_state_machine_as_test(FIFOPoolMachine, settings=quick)
     assert "differ" in str(caught.value) or "ring pointer" in str(caught.value)
+
+
+def test_every_planted_bug_still_matches_the_code() -> None:
+    """The full mutation run needs each mutant's text to occur exactly once in the code; a
+    refactor that moves the text would make the mutant fail to apply, so the default
+    session checks the strings (cheap) and ``nox -s mutants`` stays runnable."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "mutants" / "run_mutants.py"
+    spec = importlib.util.spec_from_file_location("run_mutants", path)
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules["run_mutants"] = runner  # dataclasses resolve their module while loading
+    try:
+        spec.loader.exec_module(runner)
+        assert len(runner.MUTANTS) >= 25
+        assert runner.check_strings(runner.MUTANTS) == []
+    finally:
+        del sys.modules["run_mutants"]

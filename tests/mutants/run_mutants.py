@@ -314,12 +314,12 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "gather-append-unclamped",
-        "gather_append: row lengths not clamped to the kept columns",
+        "gather_append / gather_reserve: row lengths not clamped to the kept columns",
         (
             Edit(
                 ENTRY,
-                "return Batch(out, lengths.clamp(max=kept) + t)",
-                "return Batch(out, lengths + t)",
+                "lengths = lengths_store.index_select(0, slots).clamp(max=kept) + t",
+                "lengths = lengths_store.index_select(0, slots) + t",
             ),
         ),
         (SEARCH_T, MANAGER_T),
