@@ -215,13 +215,13 @@ def format_comparison(cmp: Comparison) -> str:
         ],
         ["stored entries", str(lg.stored_entries), str(cd.stored_entries), ""],
         [
-            "bytes / stored entry",
+            "storage / stored entry",
             format_bytes(lg.bytes_per_stored_entry),
             format_bytes(cd.bytes_per_stored_entry),
             "",
         ],
         [
-            "bytes / capacity slot",
+            "storage / capacity slot",
             format_bytes(lg.bytes_per_capacity_slot),
             format_bytes(cd.bytes_per_capacity_slot),
             "",
@@ -473,10 +473,13 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
   instrumented, and under `torch.cuda.set_sync_debug_mode("error")` where a GPU exists.
 * **Memory.** zerokv allocates its slab once, for every slot of LightZero's pool sizes
   (root pools of `min(max_cache_size, max(256, 2N))` slots per environment), so its storage
-  is flat from the first step and its bytes per capacity slot equal the payload
-  `2 * L * cl * E * itemsize` (plus two spare slots per slab). Legacy allocates slots lazily
-  and so holds less while its rings are not yet full. A user who does not need 256 root
-  slots per environment sets `root_capacity` lower.
+  is flat from the first step and its storage per capacity slot equals the payload
+  `2 * L * cl * E * itemsize` (plus two spare slots per slab and an 8-byte length per
+  slot): no per-entry object, no per-layer tensor, no slack. "storage / stored entry"
+  divides the storage by the entries held at the end of the run, so for zerokv it is the
+  payload times capacity / entries, the payload once the pools are full. Legacy allocates
+  slots lazily and so holds less while its rings are not yet full. A user who does not
+  need 256 root slots per environment sets `root_capacity` lower.
 """
 
 
