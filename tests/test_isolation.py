@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from zerokv import (
+    Batch,
     CacheConfig,
     CacheManager,
     Correction,
@@ -133,3 +134,39 @@ def test_pool_results_and_inputs_are_private() -> None:
     again = pool.gather(pool.get_many(torch.tensor([10, 11])))
     assert torch.equal(again.lengths, torch.tensor([4, 2]))
     assert pool.slot_keys() == [10, 11, None]
+
+
+def test_store_of_a_batch_that_views_the_slab() -> None:
+    """A batch built straight on the slab's memory (unusual, but possible) is stored out of
+    place: the result equals storing a private copy of the same batch, even when the rows
+    it writes overlap the rows it reads."""
+    cfg = CacheConfig(
+        env_num=1,
+        num_layers=1,
+        num_heads=1,
+        head_dim=2,
+        context_length=8,
+        root_capacity=2,
+        recurrent_capacity=8,
+    )
+    mgrs = [CacheManager(cfg), CacheManager(cfg)]
+    gen = torch.Generator().manual_seed(3)
+    kv = torch.randn(1, 2, 4, 1, 8, 2, generator=gen)
+    lengths = torch.tensor([3, 3, 5, 5])
+    corr = Correction(torch.randn(1, 2, 1, 5, 2, generator=gen))
+    pair = Batch(kv[:, :, :2], lengths[:2])
+    for mgr in mgrs:  # the same history in both: the ring pointer ends at slot 2
+        mgr.store_recurrent_batch([0] * 4, torch.tensor([1, 2, 3, 4]), Batch(kv, lengths), corr)
+        for keys in ([5, 6], [7, 8], [9, 10]):
+            mgr.store_recurrent_batch([0, 0], torch.tensor(keys), pair, corr)
+    base = mgrs[0].recurrent_base
+    # Read slots 0..3, write (4 new keys) slots 2..5: each row lands where a later row
+    # still has to be read from.
+    view = Batch(mgrs[0].slab.kv[:, :, base : base + 4], lengths)
+    private = Batch(mgrs[1].slab.kv[:, :, base : base + 4].clone(), lengths)
+    new_keys = torch.tensor([11, 12, 13, 14])
+    put = mgrs[0].store_recurrent_batch([0] * 4, new_keys, view, corr)
+    assert put.slot.tolist() == [2, 3, 4, 5]
+    mgrs[1].store_recurrent_batch([0] * 4, new_keys, private, corr)
+    assert torch.equal(mgrs[0].slab.kv, mgrs[1].slab.kv)
+    assert torch.equal(mgrs[0].slab.lengths, mgrs[1].slab.lengths)

@@ -481,7 +481,10 @@ class CacheManager:
         targets = [trash if w == index.trash else w + base for w in put.write]
         lengths = torch.tensor(plan.out_lengths, dtype=torch.int64, device=self.device)
         first = targets[0]
-        if targets == list(range(first, first + rows)):
+        # A batch that is itself a view of the slab is computed out of place (an in-place
+        # write could read rows it has already overwritten).
+        aliased = batch.kv.untyped_storage().data_ptr() == self.slab.kv.untyped_storage().data_ptr()
+        if not aliased and targets == list(range(first, first + rows)):
             dest = self.slab.kv[:, :, first : first + rows]
             write_rows(batch, plan, correction, dest, lengths)
             self.slab.lengths[first : first + rows] = lengths
