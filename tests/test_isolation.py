@@ -170,3 +170,34 @@ def test_store_of_a_batch_that_views_the_slab() -> None:
     mgrs[1].store_recurrent_batch([0] * 4, new_keys, private, corr)
     assert torch.equal(mgrs[0].slab.kv, mgrs[1].slab.kv)
     assert torch.equal(mgrs[0].slab.lengths, mgrs[1].slab.lengths)
+
+
+def test_store_many_of_entries_that_view_the_slab() -> None:
+    """``store_*_many`` of entries viewing the slab's own rows, overlapping the rows the
+    store writes: the same result as storing a private copy."""
+    cfg = CacheConfig(
+        env_num=1,
+        num_layers=1,
+        num_heads=1,
+        head_dim=2,
+        context_length=8,
+        root_capacity=2,
+        recurrent_capacity=8,
+    )
+    gen = torch.Generator().manual_seed(4)
+    kv = torch.randn(1, 2, 4, 1, 8, 2, generator=gen)
+    lengths = torch.tensor([8, 8, 8, 8])
+    results = []
+    for private in (False, True):
+        mgr = CacheManager(cfg)
+        mgr.store_recurrent_many([0] * 4, torch.tensor([1, 2, 3, 4]), Entries(kv, lengths))
+        pair = Entries(kv[:, :, :2], lengths[:2])
+        mgr.store_recurrent_many([0, 0], torch.tensor([5, 6]), pair)
+        mgr.store_recurrent_many([0, 0], torch.tensor([7, 8]), pair)
+        mgr.store_recurrent_many([0, 0], torch.tensor([9, 10]), pair)  # pointer at slot 2
+        base = mgr.recurrent_base
+        rows = mgr.slab.kv[:, :, base : base + 4]
+        entries = Entries(rows.clone() if private else rows, lengths)
+        mgr.store_recurrent_many([0] * 4, torch.tensor([11, 12, 13, 14]), entries)
+        results.append(mgr.slab.kv.clone())
+    assert torch.equal(results[0], results[1])

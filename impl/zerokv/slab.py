@@ -95,6 +95,8 @@ class Slab:
     def write(self, slots: torch.Tensor, entries: Entries) -> None:
         """Store ``entries`` row ``b`` in slot ``slots[b]`` (TRASH may repeat)."""
         dst, src = self.kv, entries.kv
+        if src.untyped_storage().data_ptr() == dst.untyped_storage().data_ptr():
+            src = src.clone()  # entries viewing the slab: a scatter must not read its output
         for wide in (torch.complex128, torch.int64):
             # index_copy_ moves one element at a time: copying the same bytes as a quarter
             # as many 16-byte elements is several times faster on the CPU. A copy moves
