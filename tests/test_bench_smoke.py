@@ -90,6 +90,7 @@ def test_cli_writes_comparison_and_stage_breakdown(tmp_path: Path) -> None:
     stages = doc["stages"]["cartpole"]
     assert set(stages["stages_us"]) == set(STAGES)
     assert all(v > 0 for v in stages["stages_us"].values()) and stages["floor_us"] > 0
+    assert stages["legacy_us"] > 0
     entry = 2 * cfg.num_layers * cfg.context_length * cfg.embed_dim * 4
     assert stages["batch_bytes"] == cfg.env_num * entry
     page = (out / "p.md").read_text()

@@ -415,9 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sweeps:
         _emit(format_sweep(sweeps))
         _emit()
-    legacy_ms = {cmp.config.name: cmp.legacy.sim_step_ms for cmp in comparisons}
     if stages:
-        _emit(format_stages(stages, legacy_ms))
+        _emit(format_stages(stages))
         _emit()
     _emit(f"total wall time {time.perf_counter() - started:.1f} s")
 
@@ -440,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sweeps:
             sections.append(format_sweep(sweeps))
         if stages:
-            sections.append(format_stages(stages, legacy_ms))
+            sections.append(format_stages(stages))
         plot_ref = None
         if args.plot:
             plot_ref = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+from zerokv.bench.legacy import LegacyBackend
 from zerokv.bench.workload import StepOutput, WorkloadConfig, replay
 from zerokv.entry import Batch, Correction
 from zerokv.manager import CacheConfig, CacheManager, TierLookup
+from zerokv.slab import Slab
 
 __all__ = ["STAGES", "StageBreakdown", "StagedZeroKVBackend", "ZeroKVBackend", "stage_breakdown"]
 
@@ -195,36 +197,34 @@ class StagedZeroKVBackend(ZeroKVBackend):
 
 @dataclass(frozen=True)
 class StageBreakdown:
-    """Median microseconds per stage of zerokv's simulation step, and the copy floor.
+    """Median microseconds per stage of zerokv's simulation step, the copy floor, legacy.
 
     ``floor_us`` is the median time of the least data movement any gather-and-store cache
     does per simulation step with torch's primitives on this device: ``index_select`` of
     the ``B`` entries a step reads out of the slab plus ``index_copy_`` of ``B`` entries
-    back into it (no hashing, no bookkeeping, no window rule).
+    back into it (no hashing, no bookkeeping, no window rule). ``legacy_us`` is legacy's
+    median simulation step measured in the same rounds, so that ``legacy_us / floor_us``
+    compares numbers taken under the same machine load.
     """
 
     config: str
     stages_us: dict[str, float]
     total_us: float
     floor_us: float
+    legacy_us: float
     batch_bytes: int
 
 
-def stage_breakdown(
-    cfg: WorkloadConfig, device: torch.device, dtype: torch.dtype, steps: int, repeats: int = 50
-) -> StageBreakdown:
-    """Replay `steps` steps through `StagedZeroKVBackend`, then time the copy floor."""
-    backend = StagedZeroKVBackend(cfg, device, dtype)
-    replay(backend, cfg, device=device, dtype=dtype, steps=steps, instrument=False)
-    stages = {s: statistics.median(v) * 1e6 for s, v in backend.stages.items() if v}
-    slab = backend.manager.slab
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rows = cfg.env_num
+def _floor_seconds(slab: Slab, rows: int, seed: int, reps: int) -> tuple[list[float], int]:
+    """``reps`` timings of gathering ``rows`` slab entries and scattering them back."""
+    device = slab.device
+    gen = torch.Generator().manual_seed(seed)
     # Distinct slots, so index_copy_ is deterministic; the slab is discarded afterwards.
-    picks = torch.randperm(slab.num_slots, generator=gen)[: 2 * rows].to(slab.device)
+    picks = torch.randperm(slab.num_slots, generator=gen)[: 2 * rows].to(device)
     src, dst = picks[:rows], picks[rows:]
     times = []
-    for i in range(repeats + 5):
+    nbytes = 0
+    for i in range(reps + 3):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -232,12 +232,45 @@ def stage_breakdown(
         slab.kv.index_copy_(2, dst, batch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        if i >= 5:
+        if i >= 3:
             times.append(time.perf_counter() - start)
+        nbytes = batch.numel() * batch.element_size()
+    return times, nbytes
+
+
+def stage_breakdown(
+    cfg: WorkloadConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    steps: int,
+    rounds: int = 3,
+    floor_reps: int = 20,
+) -> StageBreakdown:
+    """`rounds` rounds of: a `steps`-step replay through `StagedZeroKVBackend`, the same
+    replay through `LegacyBackend`, and `floor_reps` timings of the copy floor. Medians
+    over every round."""
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    floor: list[float] = []
+    legacy: list[float] = []
+    nbytes = 0
+    for r in range(rounds):
+        staged = StagedZeroKVBackend(cfg, device, dtype)
+        replay(staged, cfg, device=device, dtype=dtype, steps=steps, instrument=False)
+        for stage, values in staged.stages.items():
+            samples[stage] += values
+        times, nbytes = _floor_seconds(staged.manager.slab, cfg.env_num, cfg.seed + r, floor_reps)
+        floor += times
+        del staged
+        base = LegacyBackend(cfg, device, dtype)
+        result = replay(base, cfg, device=device, dtype=dtype, steps=steps, instrument=False)
+        legacy.append(result.sim_step_ms * 1e3)
+        del base
+    stages = {s: statistics.median(v) * 1e6 for s, v in samples.items() if v}
     return StageBreakdown(
         config=cfg.name,
         stages_us=stages,
         total_us=sum(stages.values()),
-        floor_us=statistics.median(times) * 1e6,
-        batch_bytes=batch.numel() * batch.element_size(),
+        floor_us=statistics.median(floor) * 1e6,
+        legacy_us=statistics.median(legacy),
+        batch_bytes=nbytes,
     )
