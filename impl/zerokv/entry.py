@@ -141,7 +141,8 @@ class Correction:
     """The window rule's table ``[L, 2, H, cl - 3, d]`` (``table[l, 0, :, j]`` is dK_l[j]).
 
     ``padded`` is the table placed at slab columns ``[3, cl)``: ``[L, 2, 1, H, cl, d]``.
-    Build one per weight update and reuse it for every store.
+    Build one per weight update and reuse it for every store. Construction checks that
+    every value is finite (the spec's rule), which reads the device once; stores never do.
     """
 
     table: torch.Tensor
@@ -151,6 +152,8 @@ class Correction:
         t = _check_tensor(self.table, "correction", 5, None, None)
         if t.shape[1] != 2:
             raise ShapeError(f"correction must be [L, 2, H, cl - 3, d], got {tuple(t.shape)}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise BatchError("correction values must be finite")
         padded = torch.nn.functional.pad(t, (0, 0, 3, 0)).unsqueeze(2)
         object.__setattr__(self, "padded", padded)
 

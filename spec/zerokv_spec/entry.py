@@ -31,6 +31,7 @@ Rules (the domain facts of UniZero's cache, made exact):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -125,7 +126,8 @@ class Correction:
         return Correction((row,) * num_layers, (row,) * num_layers)
 
     def check(self, num_layers: int, context_length: int) -> None:
-        """Raise ``BatchError`` unless the table has ``num_layers`` x ``cl - 3`` values."""
+        """Raise ``BatchError`` unless the table has ``num_layers`` x ``cl - 3`` finite
+        values (a NaN or an infinity would destroy every windowed entry it touches)."""
         if len(self.k) != num_layers or len(self.v) != num_layers:
             raise BatchError(
                 f"correction needs {num_layers} layers, got {len(self.k)} K and {len(self.v)} V"
@@ -135,6 +137,8 @@ class Correction:
                 raise BatchError(
                     f"correction needs {context_length - 3} positions per layer, got {len(layer)}"
                 )
+            if not all(math.isfinite(x) for x in layer):
+                raise BatchError(f"correction values must be finite, got {layer}")
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ MANAGER_CASES = (
     "store batch: rows longer than the context",
     "store batch: more rows than keys",
     "store batch: correction of the wrong size",
+    "store batch: a non-finite correction",
     "store batch: over the search budget",
     "search: over the capacity / negative / a bool",
     "set_priority",
@@ -439,6 +440,16 @@ class ErrorMachine(DiffMachine):
             return Case(
                 lambda: spec.store_root_batch(envs, keys, batch, bad_corr),
                 lambda: impl.store_root_batch(envs, keys_t, ibatch, zerokv.Correction(table)),
+            )
+        if which == "store batch: a non-finite correction":
+            odd = data.draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+            row = (0.0,) * (cl - 4) + (odd,)
+            bad_corr = Correction((row,) * shape.num_layers, (row,) * shape.num_layers)
+            table = torch.zeros(shape.num_layers, 2, shape.num_heads, cl - 3, shape.head_dim)
+            table[..., -1, :] = odd
+            return Case(
+                lambda: spec.store_recurrent_batch(envs, keys, batch, bad_corr),
+                lambda: impl.store_recurrent_batch(envs, keys_t, ibatch, zerokv.Correction(table)),
             )
         if which == "store batch: over the search budget":
             cap = self.config.recurrent_capacity
