@@ -86,16 +86,19 @@ def _check_latents(latents: torch.Tensor) -> str:
 
 
 def _words(latents: torch.Tensor) -> torch.Tensor:
-    """``[B, n]`` int64: each row's little-endian signed 32-bit words (zero-padded)."""
+    """``[B, n]`` int32: each row's little-endian signed 32-bit words (zero-padded).
+
+    Left as int32: the XOR with the int64 tables sign-extends them in the same kernel.
+    """
     rows = latents.shape[0]
     flat = latents.reshape(rows, -1).contiguous()
     nbytes = flat.shape[1] * flat.element_size()
     if nbytes == 0:
-        return torch.zeros((rows, 0), dtype=torch.int64, device=latents.device)
+        return torch.zeros((rows, 0), dtype=torch.int32, device=latents.device)
     if nbytes % 4 == 0:
-        return flat.view(torch.int32).to(torch.int64)
+        return flat.view(torch.int32)
     raw = torch.nn.functional.pad(flat.view(torch.uint8), (0, -nbytes % 4))
-    return raw.view(torch.int32).to(torch.int64)
+    return raw.view(torch.int32)
 
 
 @lru_cache(maxsize=64)
@@ -133,7 +136,9 @@ def zkv64(latents: torch.Tensor, seeds: tuple[int, ...]) -> torch.Tensor:
     name = _check_latents(latents)
     words = _words(latents)
     a, m = _tables(words.shape[1], seeds, latents.device)
-    acc = ((words.unsqueeze(0) ^ a) * m).sum(dim=2)
+    # int32 ^ int64 promotes (sign-extends) the words inside the XOR; the product is then
+    # formed in place, so the pass allocates one [seeds, B, n] buffer.
+    acc = (words.unsqueeze(0) ^ a).mul_(m).sum(dim=2)
     row_shape = tuple(int(d) for d in latents.shape[1:])
     nbytes = torch.Size(row_shape).numel() * latents.element_size()
     if contracts.host_reads_are_free(latents.device):
