@@ -7,6 +7,8 @@ of them, and into everything it passed in, and checks that the pools are unchang
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from zerokv import (
@@ -136,29 +138,41 @@ def test_pool_results_and_inputs_are_private() -> None:
     assert pool.slot_keys() == [10, 11, None]
 
 
+#: One layer, one head, d = 2, cl = 8; a recurrent ring of 8 slots.
+RING = CacheConfig(
+    env_num=1,
+    num_layers=1,
+    num_heads=1,
+    head_dim=2,
+    context_length=8,
+    root_capacity=2,
+    recurrent_capacity=8,
+)
+
+
+def _ring_at_slot_two(store: Callable[[list[int], torch.Tensor, int], object]) -> None:
+    """Store keys 1..4 (4 rows), then 5..10 in pairs: the ring pointer ends at slot 2.
+    ``store(envs, keys, rows)`` stores the first ``rows`` rows of a fixed batch."""
+    store([0] * 4, torch.tensor([1, 2, 3, 4]), 4)
+    for keys in ([5, 6], [7, 8], [9, 10]):
+        store([0, 0], torch.tensor(keys), 2)
+
+
 def test_store_of_a_batch_that_views_the_slab() -> None:
     """A batch built straight on the slab's memory (unusual, but possible) is stored out of
     place: the result equals storing a private copy of the same batch, even when the rows
     it writes overlap the rows it reads."""
-    cfg = CacheConfig(
-        env_num=1,
-        num_layers=1,
-        num_heads=1,
-        head_dim=2,
-        context_length=8,
-        root_capacity=2,
-        recurrent_capacity=8,
-    )
-    mgrs = [CacheManager(cfg), CacheManager(cfg)]
+    mgrs = [CacheManager(RING), CacheManager(RING)]
     gen = torch.Generator().manual_seed(3)
     kv = torch.randn(1, 2, 4, 1, 8, 2, generator=gen)
     lengths = torch.tensor([3, 3, 5, 5])
     corr = Correction(torch.randn(1, 2, 1, 5, 2, generator=gen))
-    pair = Batch(kv[:, :, :2], lengths[:2])
-    for mgr in mgrs:  # the same history in both: the ring pointer ends at slot 2
-        mgr.store_recurrent_batch([0] * 4, torch.tensor([1, 2, 3, 4]), Batch(kv, lengths), corr)
-        for keys in ([5, 6], [7, 8], [9, 10]):
-            mgr.store_recurrent_batch([0, 0], torch.tensor(keys), pair, corr)
+    for mgr in mgrs:  # the same history in both
+
+        def store(envs: list[int], keys: torch.Tensor, n: int, m: CacheManager = mgr) -> object:
+            return m.store_recurrent_batch(envs, keys, Batch(kv[:, :, :n], lengths[:n]), corr)
+
+        _ring_at_slot_two(store)
     base = mgrs[0].recurrent_base
     # Read slots 0..3, write (4 new keys) slots 2..5: each row lands where a later row
     # still has to be read from.
@@ -175,26 +189,19 @@ def test_store_of_a_batch_that_views_the_slab() -> None:
 def test_store_many_of_entries_that_view_the_slab() -> None:
     """``store_*_many`` of entries viewing the slab's own rows, overlapping the rows the
     store writes: the same result as storing a private copy."""
-    cfg = CacheConfig(
-        env_num=1,
-        num_layers=1,
-        num_heads=1,
-        head_dim=2,
-        context_length=8,
-        root_capacity=2,
-        recurrent_capacity=8,
-    )
     gen = torch.Generator().manual_seed(4)
     kv = torch.randn(1, 2, 4, 1, 8, 2, generator=gen)
     lengths = torch.tensor([8, 8, 8, 8])
     results = []
     for private in (False, True):
-        mgr = CacheManager(cfg)
-        mgr.store_recurrent_many([0] * 4, torch.tensor([1, 2, 3, 4]), Entries(kv, lengths))
-        pair = Entries(kv[:, :, :2], lengths[:2])
-        mgr.store_recurrent_many([0, 0], torch.tensor([5, 6]), pair)
-        mgr.store_recurrent_many([0, 0], torch.tensor([7, 8]), pair)
-        mgr.store_recurrent_many([0, 0], torch.tensor([9, 10]), pair)  # pointer at slot 2
+        mgr = CacheManager(RING)
+
+        def store_many(
+            envs: list[int], keys: torch.Tensor, n: int, m: CacheManager = mgr
+        ) -> object:
+            return m.store_recurrent_many(envs, keys, Entries(kv[:, :, :n], lengths[:n]))
+
+        _ring_at_slot_two(store_many)
         base = mgr.recurrent_base
         rows = mgr.slab.kv[:, :, base : base + 4]
         entries = Entries(rows.clone() if private else rows, lengths)
