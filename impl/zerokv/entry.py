@@ -212,6 +212,17 @@ def assemble(entries: Entries, width: int | None = None) -> Batch:
     return Batch(_fit_width(entries.kv, width), entries.lengths.clone())
 
 
+def _check_token_count(t: object, capacity: int) -> int:
+    """``t`` new tokens per row must be an int with ``1 <= t <= capacity``."""
+    if isinstance(t, bool) or not isinstance(t, int):
+        raise BatchError(f"the number of new tokens must be an int, got {t!r}")
+    if t < 1:
+        raise BatchError("append needs at least one new token")
+    if t > capacity:
+        raise BatchError(f"cannot append {t} tokens to a cache of capacity {capacity}")
+    return t
+
+
 def _check_new_tokens(kv: torch.Tensor, rows: int, new_kv: object, capacity: int) -> int:
     """``new_kv`` must be ``[L, 2, rows, H, t, d]`` like ``kv`` with ``1 <= t <= capacity``."""
     new = _check_tensor(new_kv, "new tokens", 6, kv.dtype, kv.device)
@@ -219,11 +230,7 @@ def _check_new_tokens(kv: torch.Tensor, rows: int, new_kv: object, capacity: int
     want = (kv.shape[0], 2, rows, kv.shape[3], t, kv.shape[5])
     if tuple(new.shape) != want:
         raise ShapeError(f"new tokens must have shape {want}, got {tuple(new.shape)}")
-    if t < 1:
-        raise BatchError("append needs at least one new token")
-    if t > capacity:
-        raise BatchError(f"cannot append {t} tokens to a cache of capacity {capacity}")
-    return t
+    return _check_token_count(t, capacity)
 
 
 def append(batch: Batch, new_kv: torch.Tensor, capacity: int) -> Batch:
@@ -239,22 +246,29 @@ def append(batch: Batch, new_kv: torch.Tensor, capacity: int) -> Batch:
     return Batch(grown, batch.lengths.clamp(max=kept) + t)
 
 
-def _gather_kept(
-    kv_store: torch.Tensor, lengths_store: torch.Tensor, slots: torch.Tensor, t: int
-) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-    """The entries in ``slots`` gathered into the first columns of a new ``cl``-wide batch
-    whose last ``t`` columns are left for the new tokens (uninitialised), with the appended
-    lengths and the number of kept columns; None when the append empties every row."""
+def _gather_with(
+    kv_store: torch.Tensor,
+    lengths_store: torch.Tensor,
+    slots: torch.Tensor,
+    t: int,
+    new_kv: torch.Tensor | None,
+) -> Batch:
+    """The entries in ``slots`` gathered straight into the columns a ``cl``-wide append of
+    ``t`` tokens keeps, followed by ``new_kv`` (zeros when None)."""
     cl = int(kv_store.shape[4])
+    lengths = lengths_store.index_select(0, slots)
+    shape = (kv_store.shape[0], 2, int(slots.shape[0]), kv_store.shape[3])
     drop = overflow_drop(cl, t, cl)
-    if drop >= cl:
-        return None
+    if drop >= cl:  # the append empties every row
+        kv = (
+            kv_store.new_zeros((*shape, t, kv_store.shape[5])) if new_kv is None else new_kv.clone()
+        )
+        return Batch(kv, torch.full_like(lengths, t))
     kept = cl - drop
-    shape = kv_store.shape
-    out = kv_store.new_empty((shape[0], 2, int(slots.shape[0]), shape[3], kept + t, shape[5]))
+    out = kv_store.new_empty((*shape, kept + t, kv_store.shape[5]))
     torch.index_select(kv_store[:, :, :, :, drop:, :], 2, slots, out=out[:, :, :, :, :kept, :])
-    lengths = lengths_store.index_select(0, slots).clamp(max=kept) + t
-    return out, lengths, kept
+    out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv
+    return Batch(out, lengths.clamp(max=kept) + t)
 
 
 def gather_append(
@@ -268,12 +282,7 @@ def gather_append(
     """
     cl = int(kv_store.shape[4])
     t = _check_new_tokens(kv_store, int(slots.shape[0]), new_kv, cl)
-    got = _gather_kept(kv_store, lengths_store, slots, t)
-    if got is None:
-        return Batch(new_kv.clone(), torch.full_like(lengths_store.index_select(0, slots), t))
-    out, lengths, kept = got
-    out[:, :, :, :, kept:, :] = new_kv
-    return Batch(out, lengths)
+    return _gather_with(kv_store, lengths_store, slots, t, new_kv)
 
 
 def gather_reserve(
@@ -286,21 +295,8 @@ def gather_reserve(
     ``batch.kv[l, :, :, :, -t:, :]``, as LightZero's cache update does. Lengths already
     count the ``t`` columns.
     """
-    cl = int(kv_store.shape[4])
-    if isinstance(t, bool) or not isinstance(t, int):
-        raise BatchError(f"the number of new tokens must be an int, got {t!r}")
-    if t < 1:
-        raise BatchError("append needs at least one new token")
-    if t > cl:
-        raise BatchError(f"cannot append {t} tokens to a cache of capacity {cl}")
-    got = _gather_kept(kv_store, lengths_store, slots, t)
-    if got is None:
-        shape = kv_store.shape
-        kv = kv_store.new_zeros((shape[0], 2, int(slots.shape[0]), shape[3], t, shape[5]))
-        return Batch(kv, torch.full_like(lengths_store.index_select(0, slots), t))
-    out, lengths, kept = got
-    out[:, :, :, :, kept:, :] = 0
-    return Batch(out, lengths)
+    t = _check_token_count(t, int(kv_store.shape[4]))
+    return _gather_with(kv_store, lengths_store, slots, t, None)
 
 
 def remove_registers(batch: Batch, count: int) -> Batch:

@@ -36,9 +36,33 @@ from zerokv.index import STATS_FIELDS, LookupOutcome, PutOutcome
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
 
-__all__ = ["HostIndex", "HostPut"]
+__all__ = ["HostIndex", "HostPut", "host_priorities", "host_rows"]
 
 _Q, _H, _M, _C, _I, _U, _E, _R = range(8)
+
+
+def host_rows(
+    keys: torch.Tensor, fps: torch.Tensor | None, has_fp: torch.Tensor | None
+) -> tuple[list[int], list[int | None], list[bool]]:
+    """Keys, fingerprints and which fingerprints count, as host lists (no fingerprints:
+    none counts; fingerprints without a mask: all count)."""
+    key_list: list[int] = keys.tolist()
+    rows = len(key_list)
+    if fps is None:
+        return key_list, [None] * rows, [False] * rows
+    fp_list: list[int | None] = fps.tolist()
+    return key_list, fp_list, [True] * rows if has_fp is None else has_fp.tolist()
+
+
+def host_priorities(
+    priorities: torch.Tensor | None, has_priority: torch.Tensor | None
+) -> list[float | None] | None:
+    """Priorities as a host list, None where ``has_priority`` says a row gives none."""
+    if priorities is None:
+        return None
+    values: list[float] = priorities.tolist()
+    flags = [True] * len(values) if has_priority is None else has_priority.tolist()
+    return [p if f else None for p, f in zip(values, flags)]
 
 
 @dataclass(frozen=True)
@@ -127,10 +151,7 @@ class HostIndex:
         count: bool = True,
     ) -> LookupOutcome:
         """Batched ``get`` (``count``) or ``peek``; inactive rows do nothing."""
-        key_list = keys.tolist()
-        rows = len(key_list)
-        fp_list = fps.tolist() if fps is not None else None
-        has_list = has_fp.tolist() if has_fp is not None else [fps is not None] * rows
+        key_list, fp_list, has_list = host_rows(keys, fps, has_fp)
         act = active.tolist() if active is not None else None
         status, slots = self.lookup_rows(pool_ids.tolist(), key_list, fp_list, has_list, act, count)
         dev = self.device
@@ -213,18 +234,8 @@ class HostIndex:
     ) -> PutOutcome:
         """Batched ``put``: the spec's left-to-right fold."""
         self.check_priorities(priorities)
-        key_list = keys.tolist()
-        rows = len(key_list)
-        fp_list = fps.tolist() if fps is not None else [None] * rows
-        if fps is None:
-            has_list = [False] * rows
-        else:
-            has_list = has_fp.tolist() if has_fp is not None else [True] * rows
-        prio_list = priorities.tolist() if priorities is not None else None
-        has_prio = has_priority.tolist() if has_priority is not None else [True] * rows
-        prios = (
-            None if prio_list is None else [p if h else None for p, h in zip(prio_list, has_prio)]
-        )
+        key_list, fp_list, has_list = host_rows(keys, fps, has_fp)
+        prios = host_priorities(priorities, has_priority)
         return self.put_rows(pool_ids.tolist(), key_list, fp_list, has_list, prios).outcome(
             self.device
         )

@@ -50,7 +50,7 @@ from zerokv.hashing import (
     scoped_fingerprints,
     scoped_keys,
 )
-from zerokv.host_index import HostIndex
+from zerokv.host_index import HostIndex, host_priorities, host_rows
 from zerokv.index import PutOutcome, make_index
 from zerokv.slab import Slab
 from zerokv.validate import (
@@ -226,21 +226,6 @@ class CacheManager:
         check_env_range(ids, self.config.env_num)
         return ids, self._envs(ids)
 
-    def _host_rows(
-        self,
-        keys: torch.Tensor,
-        fingerprints: torch.Tensor | None,
-        has_fingerprint: torch.Tensor | None,
-    ) -> tuple[list[int], list[int | None], list[bool]]:
-        """Keys, fingerprints and fingerprint flags as host lists (the CPU path)."""
-        key_list: list[int] = keys.tolist()
-        rows = len(key_list)
-        if fingerprints is None:
-            return key_list, [None] * rows, [False] * rows
-        fps: list[int | None] = fingerprints.tolist()
-        has = [True] * rows if has_fingerprint is None else has_fingerprint.tolist()
-        return key_list, fps, has
-
     def _host_recurrent_rows(
         self, ids: Sequence[int], keys: list[int], fps: list[int | None], has: list[bool]
     ) -> tuple[list[int], list[int | None], list[bool]]:
@@ -344,7 +329,7 @@ class CacheManager:
     ) -> TierLookup:
         """``lookup`` with both tiers on the host: the same fold on Python lists."""
         assert isinstance(self.root, HostIndex) and isinstance(self.recurrent, HostIndex)
-        key_list, fps, has = self._host_rows(keys, fingerprints, has_fingerprint)
+        key_list, fps, has = host_rows(keys, fingerprints, has_fingerprint)
         rows = len(key_list)
         if tiers == "recurrent":
             r_status, r_slot = [0] * rows, [-1] * rows
@@ -462,12 +447,9 @@ class CacheManager:
         slice of the slab, so the stored K/V are written once and never staged.
         """
         assert isinstance(self.root, HostIndex) and isinstance(self.recurrent, HostIndex)
-        key_list, fps, has = self._host_rows(keys, fingerprints, has_fingerprint)
+        key_list, fps, has = host_rows(keys, fingerprints, has_fingerprint)
         rows = len(key_list)
-        prios: list[float | None] | None = None
-        if priorities is not None:
-            flags = [True] * rows if has_priority is None else has_priority.tolist()
-            prios = [p if f else None for p, f in zip(priorities.tolist(), flags)]
+        prios = host_priorities(priorities, has_priority)
         if tier is Tier.ROOT:
             index, base = self.root, 0
             put = index.put_rows(list(ids), key_list, fps, has, prios)

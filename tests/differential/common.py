@@ -65,6 +65,7 @@ __all__ = [
     "assert_put_results",
     "assert_same_manager",
     "cache_config",
+    "clear_both",
     "decode_batch",
     "decode_entries",
     "encode_batch",
@@ -499,6 +500,23 @@ def assert_views(spec: PoolView, impl: PoolView, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- machines
+
+
+def clear_both(spec: SpecManager, impl: zerokv.CacheManager, which: str, env: int = 0) -> None:
+    """The same clear on both managers: ``"env"`` (environment ``env``'s root pool),
+    ``"roots"``, ``"recurrent"`` or ``"all"``."""
+    if which == "env":
+        spec.clear_env(env)
+        impl.clear_env(env)
+    elif which == "roots":
+        spec.clear_roots()
+        impl.clear_roots()
+    elif which == "recurrent":
+        spec.clear_recurrent()
+        impl.clear_recurrent()
+    else:
+        spec.clear_all()
+        impl.clear_all()
 
 
 def assert_same_manager(spec: SpecManager, impl: zerokv.CacheManager, shape: Shape) -> None:

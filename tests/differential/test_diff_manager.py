@@ -50,6 +50,7 @@ from differential.common import (
     assert_put_results,
     assert_same_manager,
     cache_config,
+    clear_both,
     decode_batch,
     decode_entries,
     encode_correction,
@@ -352,19 +353,8 @@ class ManagerMachine(DiffMachine):
         """``clear_env`` / ``clear_roots`` / ``clear_recurrent`` / ``clear_all``."""
         if self.spec.search_budget is not None:
             event(f"clear {which} during a search")
-        if which == "env":
-            env = data.draw(st.integers(0, self.config.env_num - 1))
-            self.spec.clear_env(env)
-            self.impl.clear_env(env)
-        elif which == "roots":
-            self.spec.clear_roots()
-            self.impl.clear_roots()
-        elif which == "recurrent":
-            self.spec.clear_recurrent()
-            self.impl.clear_recurrent()
-        else:
-            self.spec.clear_all()
-            self.impl.clear_all()
+        env = data.draw(st.integers(0, self.config.env_num - 1)) if which == "env" else 0
+        clear_both(self.spec, self.impl, which, env)
 
     # ------------------------------------------------------------------ searches
     @precondition(lambda self: self.ready)

@@ -38,6 +38,7 @@ from differential.common import (
     assert_put_results,
     assert_same_manager,
     cache_config,
+    clear_both,
     decode_batch,
     encode_correction,
     encode_new_tokens,
@@ -183,16 +184,14 @@ class SearchMachine(DiffMachine):
     @precondition(lambda self: self.ready)
     @rule()
     def clear_recurrent(self) -> None:
-        self.spec.clear_recurrent()
-        self.impl.clear_recurrent()
+        clear_both(self.spec, self.impl, "recurrent")
         self.stored.clear()
 
     @precondition(lambda self: self.ready)
     @rule(data=st.data())
     def clear_env(self, data: st.DataObject) -> None:
         env = data.draw(st.integers(0, self.impl.config.env_num - 1), label="env")
-        self.spec.clear_env(env)
-        self.impl.clear_env(env)
+        clear_both(self.spec, self.impl, "env", env)
         self.root_key.pop(env, None)
 
     @invariant()

@@ -32,6 +32,7 @@ from differential.common import (
     assert_put_results,
     assert_same_manager,
     cache_config,
+    clear_both,
     decode_batch,
     decode_entries,
     encode_entries,
@@ -236,19 +237,8 @@ class WeakHashMachine(DiffMachine):
     @precondition(lambda self: self.ready)
     @rule(data=st.data(), which=st.sampled_from(["env", "roots", "recurrent", "all"]))
     def clear(self, data: st.DataObject, which: str) -> None:
-        if which == "env":
-            env = data.draw(st.integers(0, 1))
-            self.spec.clear_env(env)
-            self.impl.clear_env(env)
-        elif which == "roots":
-            self.spec.clear_roots()
-            self.impl.clear_roots()
-        elif which == "recurrent":
-            self.spec.clear_recurrent()
-            self.impl.clear_recurrent()
-        else:
-            self.spec.clear_all()
-            self.impl.clear_all()
+        env = data.draw(st.integers(0, 1)) if which == "env" else 0
+        clear_both(self.spec, self.impl, which, env)
 
     @precondition(lambda self: self.ready)
     @invariant()

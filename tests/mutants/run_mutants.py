@@ -318,8 +318,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 ENTRY,
-                "lengths = lengths_store.index_select(0, slots).clamp(max=kept) + t",
-                "lengths = lengths_store.index_select(0, slots) + t",
+                "return Batch(out, lengths.clamp(max=kept) + t)",
+                "return Batch(out, lengths + t)",
             ),
         ),
         (SEARCH_T, MANAGER_T),
@@ -327,7 +327,13 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "gather-reserve-unzeroed",
         "gather_reserve: the reserved columns keep whatever the new buffer held",
-        (Edit(ENTRY, "    out[:, :, :, :, kept:, :] = 0\n", ""),),
+        (
+            Edit(
+                ENTRY,
+                "out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv",
+                "out[:, :, :, :, kept:, :] = out[:, :, :, :, -t:, :] if new_kv is None else new_kv",
+            ),
+        ),
         (MANAGER_T,),
     ),
     Mutant(
