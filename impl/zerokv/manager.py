@@ -414,12 +414,18 @@ class CacheManager:
             index, base = self.recurrent, self.recurrent_base
             rk, rf, rh = self.recurrent_keys(envs, keys, fingerprints, has_fingerprint)
             out = index.put(torch.zeros_like(envs), rk, rf, rh, priorities, has_priority)
-            if self.search_budget is not None:
-                self.search_used += keys.shape[0]
         target = torch.where(
             out.write == index.trash, torch.full_like(out.write, self.slab.trash), out.write + base
         )
         self.slab.write(target, entries)
+        return self._stored(tier, envs, keys, out)
+
+    def _stored(
+        self, tier: Tier, envs: torch.Tensor, keys: torch.Tensor, out: PutOutcome
+    ) -> PutOutcome:
+        """After a put and its write (either path): the search count, debug log, contracts."""
+        if tier is Tier.RECURRENT and self.search_budget is not None:
+            self.search_used += keys.shape[0]
         if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging
             self._log_put(tier, envs, keys, out)
         if contracts.ENABLED:
@@ -457,8 +463,6 @@ class CacheManager:
             index, base = self.recurrent, self.recurrent_base
             rk, rf, rh = self._host_recurrent_rows(ids, key_list, fps, has)
             put = index.put_rows([0] * rows, rk, rf, rh, prios)
-            if self.search_budget is not None:
-                self.search_used += rows
         trash = self.slab.trash
         targets = [trash if w == index.trash else w + base for w in put.write]
         lengths = torch.tensor(plan.out_lengths, dtype=torch.int64, device=self.device)
@@ -475,12 +479,7 @@ class CacheManager:
             self.slab.write(
                 torch.tensor(targets, dtype=torch.int64, device=self.device), Entries(kv, lengths)
             )
-        out = put.outcome(self.device)
-        if log.isEnabledFor(logging.DEBUG):
-            self._log_put(tier, envs, keys, out)
-        if contracts.ENABLED:
-            self.check()
-        return out
+        return self._stored(tier, envs, keys, put.outcome(self.device))
 
     def _log_put(self, tier: Tier, envs: torch.Tensor, keys: torch.Tensor, out: PutOutcome) -> None:
         rows = zip(
