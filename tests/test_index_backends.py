@@ -16,7 +16,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zerokv import contracts
+from zerokv import checks
 from zerokv.host_index import HostIndex
 from zerokv.index import SlotIndex, make_index
 from zerokv_spec.pool import Policy, SlotPool, make_pool
@@ -141,8 +141,8 @@ def test_index_matches_spec(
     op_list = data.draw(st.lists(ops(num_pools), max_size=14))
     spec: list[SlotPool[str]] = [make_pool(policy, capacity) for _ in range(num_pools)]
     shortcuts = backend != "device-no-shortcuts"
-    previous = contracts.CPU_SHORTCUTS
-    contracts.CPU_SHORTCUTS = shortcuts
+    previous = checks.CPU_SHORTCUTS
+    checks.CPU_SHORTCUTS = shortcuts
     try:
         index = (
             HostIndex(policy, num_pools, capacity)
@@ -150,17 +150,17 @@ def test_index_matches_spec(
             else make_index(policy, num_pools, capacity, backend="device")
         )
         assert isinstance(index, HostIndex if backend == "host" else SlotIndex)
-        with contracts.enabled():
+        with checks.enabled():
             _run(index, spec, op_list)
     finally:
-        contracts.CPU_SHORTCUTS = previous
+        checks.CPU_SHORTCUTS = previous
 
 
 def test_auto_backend_follows_the_device() -> None:
     assert isinstance(make_index(Policy.FIFO, 1, 2, "cpu"), HostIndex)
-    previous = contracts.CPU_SHORTCUTS
-    contracts.CPU_SHORTCUTS = False
+    previous = checks.CPU_SHORTCUTS
+    checks.CPU_SHORTCUTS = False
     try:
         assert isinstance(make_index(Policy.FIFO, 1, 2, "cpu"), SlotIndex)
     finally:
-        contracts.CPU_SHORTCUTS = previous
+        checks.CPU_SHORTCUTS = previous

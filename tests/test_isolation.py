@@ -70,11 +70,11 @@ def test_manager_results_and_inputs_are_private() -> None:
     corr = Correction(table)
     keys, fps = mgr.keys_of(latents)
     new = torch.randn(2, 2, 2, 2, 2, 3, generator=gen)
-    batch = append(mgr.gather(mgr.lookup(env_ids, keys, fps, tiers="root")), new, 8)
+    batch = append(mgr.gather(mgr.lookup_many(env_ids, keys, fps, tiers="root")), new, 8)
     put_root = mgr.store_root_batch(env_ids, keys, batch, corr, fps)
     child_keys, child_fps = mgr.keys_of(torch.randn(2, 6, generator=gen))
     put_rec = mgr.store_recurrent_batch(env_ids, child_keys, batch, corr, child_fps)
-    found = mgr.lookup(env_ids, keys, fps)
+    found = mgr.lookup_many(env_ids, keys, fps)
     gathered = mgr.gather(found)
     fused = mgr.gather_append(found, new)
     reserved = mgr.gather_reserve(found, 2)
@@ -118,7 +118,7 @@ def test_manager_results_and_inputs_are_private() -> None:
     stats.hits += 100
 
     assert _same(before, _snapshot(mgr))
-    again = mgr.gather(mgr.lookup(env_ids, keys - 7, fps - 7))  # undo the key scribble
+    again = mgr.gather(mgr.lookup_many(env_ids, keys - 7, fps - 7))  # undo the key scribble
     assert torch.equal(again.kv, expected_rows)
 
 

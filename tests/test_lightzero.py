@@ -801,11 +801,11 @@ def test_shadow_manager_clean_batch_run() -> None:
         keys = torch.tensor([step, step + 1, step, step + 2])  # duplicates within a batch
         shadow.store_root_batch(envs, keys, batch, correction)
         shadow.store_recurrent_batch(envs, keys + 100, batch, correction)
-        found = shadow.lookup(envs, keys)
+        found = shadow.lookup_many(envs, keys)
         shadow.gather(found)
         shadow.gather(found, CL + 2)
-        shadow.read(shadow.lookup(envs, keys + 100))
-        shadow.lookup([0, 1], torch.tensor([step, 1000]), tiers="recurrent")
+        shadow.read(shadow.lookup_many(envs, keys + 100))
+        shadow.lookup_many([0, 1], torch.tensor([step, 1000]), tiers="recurrent")
     assert shadow.entry_at(Tier.ROOT, 1, 0).rows == 1
     assert shadow.entry_at(Tier.RECURRENT, 0, 3).rows == 1
     assert shadow.root_sizes() == [2, 2, 2] and shadow.recurrent_size() == 6
@@ -819,7 +819,7 @@ def test_shadow_manager_clean_batch_run() -> None:
     assert stats.queries == 6 * (4 + 4 + 2) and stats.hits + stats.misses == stats.queries
     assert shadow.compared >= 6 * 7  # 2 stores, 3 lookups, 2 gathers per step
     with pytest.raises(BatchError, match="smaller than the longest"):  # both refuse it
-        shadow.gather(shadow.lookup([0], torch.tensor([5])), 2)
+        shadow.gather(shadow.lookup_many([0], torch.tensor([5])), 2)
 
 
 def test_shadow_manager_wraps_only_fresh_managers() -> None:

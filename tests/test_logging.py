@@ -26,7 +26,7 @@ def test_debug_logs_name_pool_key_and_slot(
     mgr = CacheManager(cfg)
     keys = torch.tensor([11, 12])
     with caplog.at_level(logging.DEBUG, logger="zerokv"):
-        batch = append(mgr.gather(mgr.lookup([0, 1], keys)), torch.ones(1, 2, 2, 1, 2, 2), 6)
+        batch = append(mgr.gather(mgr.lookup_many([0, 1], keys)), torch.ones(1, 2, 2, 1, 2, 2), 6)
         mgr.store_root_batch([0, 1], keys, batch, Correction.zero(1, 1, 2, 6))
         mgr.clear_env(1)
     messages = [r.getMessage() for r in caplog.records if r.name == "zerokv"]
@@ -49,5 +49,5 @@ def test_no_records_above_debug_by_default(caplog: pytest.LogCaptureFixture) -> 
     )
     with caplog.at_level(logging.INFO, logger="zerokv"):
         mgr = CacheManager(cfg)
-        mgr.lookup([0], torch.tensor([1]))
+        mgr.lookup_many([0], torch.tensor([1]))
     assert [r for r in caplog.records if r.name.startswith("zerokv")] == []

@@ -4,7 +4,7 @@ split/window -> store) never reads a device value on the host.
 On CUDA this is checked directly with ``torch.cuda.set_sync_debug_mode("error")`` (skipped
 without a GPU). On the CPU every tensor method that would synchronise on a GPU is replaced
 by one that records the call, the CPU-only shortcuts are switched off
-(``contracts.CPU_SHORTCUTS``: the code then takes exactly the CUDA path), and the hot path
+(``checks.CPU_SHORTCUTS``: the code then takes exactly the CUDA path), and the hot path
 must record nothing. A last test shows the instrument bites: with the shortcuts on, the
 same run records the CPU-only host reads.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from zerokv import CacheConfig, CacheManager, Correction, append, contracts
+from zerokv import CacheConfig, CacheManager, Correction, append, checks
 
 # Tensor methods whose result lives on the host: each one synchronises on CUDA.
 SYNCING_METHODS = (
@@ -104,13 +104,13 @@ def _hot_path(mgr: CacheManager, inputs: Inputs) -> None:
     cl = mgr.config.context_length
     env_ids = [0, 1, 2, 3]
     keys, fps = mgr.keys_of(inputs.root)
-    found = mgr.lookup(env_ids, keys, fps, tiers="root")
+    found = mgr.lookup_many(env_ids, keys, fps, tiers="root")
     batch = append(mgr.gather(found), inputs.tokens[0], cl)
     mgr.store_root_batch(env_ids, keys, batch, inputs.correction, fps)
     parents = inputs.root
     for tokens, children in zip(inputs.tokens[1:], inputs.children, strict=True):
         keys, fps = mgr.keys_of(parents)
-        found = mgr.lookup(env_ids, keys, fps)
+        found = mgr.lookup_many(env_ids, keys, fps)
         batch = mgr.gather_reserve(found, tokens.shape[4])  # room for the model's tokens
         batch.kv[:, :, :, :, -tokens.shape[4] :, :] = tokens  # the model writes in place
         child_keys, child_fps = mgr.keys_of(children)
@@ -121,7 +121,7 @@ def _hot_path(mgr: CacheManager, inputs: Inputs) -> None:
 def test_cpu_hot_path_reads_nothing_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     mgr = _manager("cpu")
     _hot_path(mgr, _inputs(mgr, 1))  # warm caches (env-id tensors, hash tables) first
-    monkeypatch.setattr(contracts, "CPU_SHORTCUTS", False)
+    monkeypatch.setattr(checks, "CPU_SHORTCUTS", False)
     inputs = _inputs(mgr, 3)
     with record_host_reads(monkeypatch) as calls:
         _hot_path(mgr, inputs)
@@ -135,7 +135,7 @@ def test_cpu_hot_path_reads_nothing_on_the_host(monkeypatch: pytest.MonkeyPatch)
 def test_instrument_catches_host_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     mgr = _manager("cpu")
     _hot_path(mgr, _inputs(mgr, 1))
-    monkeypatch.setattr(contracts, "CPU_SHORTCUTS", True)
+    monkeypatch.setattr(checks, "CPU_SHORTCUTS", True)
     inputs = _inputs(mgr, 3)
     with record_host_reads(monkeypatch) as calls:
         _hot_path(mgr, inputs)

@@ -8,8 +8,8 @@ same names for the same concepts:
 * ``SlotPool`` (``zerokv.pool``) - a pool (or a group of pools) of one policy;
 * ``Batch``, ``Entries``, ``Correction`` and ``assemble`` / ``append`` / ``split`` /
   ``window`` / ``remove_registers`` / ``store_rows`` (``zerokv.entry``);
-* keys and fingerprints on the device (``zerokv.hashing``);
-* runtime contracts (``zerokv.contracts``), errors (``zerokv.errors``);
+* keys and fingerprints on the device (``zerokv.keys``);
+* runtime contracts (``zerokv.checks``), errors (``zerokv.errors``);
 * ``zerokv.lightzero`` - a drop-in for LightZero's ``KVCacheManager``;
 * ``zerokv.bench`` - the workload replay against the legacy design.
 
@@ -31,8 +31,8 @@ from zerokv.entry import (
 )
 from zerokv.errors import *  # noqa: F403 - the error vocabulary is part of the API
 from zerokv.errors import __all__ as _errors_all
-from zerokv.hashing import keys_and_fingerprints, latent_keys, legacy_keys, weak_keys
 from zerokv.index import LookupOutcome, PutOutcome
+from zerokv.keys import keys_and_fingerprints, legacy_keys, weak_keys, zkv64_keys
 from zerokv.manager import CacheConfig, CacheManager, TierLookup
 from zerokv.pool import SlotPool
 from zerokv.shadow import ShadowDivergence, ShadowManager
@@ -65,7 +65,7 @@ __all__ = [
     "append",
     "assemble",
     "keys_and_fingerprints",
-    "latent_keys",
+    "zkv64_keys",
     "legacy_keys",
     "remove_registers",
     "split",

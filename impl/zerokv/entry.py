@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import torch
 
-from zerokv import contracts
+from zerokv import checks
 from zerokv.errors import BatchError, DeviceError, DTypeError, ShapeError
 from zerokv_spec.entry import check_context_length, overflow_drop
 
@@ -336,7 +336,7 @@ def _shift_rows(
     # CUDA always takes the gather.
     aligned = width == cl and (
         correction is None
-        or (contracts.host_reads_are_free(batch.kv.device) and not bool((lengths == cl).any()))
+        or (checks.host_reads_are_free(batch.kv.device) and not bool((lengths == cl).any()))
     )
     if aligned:
         moved = batch.kv
@@ -351,7 +351,7 @@ def _shift_rows(
             index.view(1, 1, rows, 1, cl, 1).expand(shape[0], 2, rows, shape[3], cl, shape[5]),
         )
     dtype = batch.kv.dtype
-    cheap = contracts.host_reads_are_free(batch.kv.device)
+    cheap = checks.host_reads_are_free(batch.kv.device)
     if correction is None:
         out = moved
     elif cheap and bool(windowed.all()):
@@ -412,7 +412,7 @@ def plan_rows(batch: Batch, context_length: int, correction: Correction) -> RowP
     """
     cl = context_length
     kv = batch.kv
-    if not contracts.host_reads_are_free(kv.device) or batch.width != cl or batch.rows == 0:
+    if not checks.host_reads_are_free(kv.device) or batch.width != cl or batch.rows == 0:
         return None
     correction.check(kv, cl)
     lengths: list[int] = batch.lengths.tolist()

@@ -7,7 +7,7 @@ CPU take longer than the whole batch of dict operations. ``HostIndex`` has exact
 interface and the observable behaviour of ``SlotIndex`` (tensors in, tensors out, the
 spec's fold semantics, the same ``write`` targets with the trash element); the
 differential tests run both against the spec. ``make_index(..., backend="auto")``
-picks it whenever ``contracts.host_reads_are_free(device)``; CUDA always gets the
+picks it whenever ``checks.host_reads_are_free(device)``; CUDA always gets the
 device-resident ``SlotIndex``.
 
 Per pool it keeps ``slot_keys`` / ``slot_fps`` lists, an ``index`` dict (key -> slot)
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from zerokv import contracts
+from zerokv import checks
 from zerokv.errors import (
     BatchError,
     ConfigError,
@@ -279,7 +279,7 @@ class HostIndex:
             p * self.capacity + s if writer[(p, s)] == b else self.trash
             for b, (p, s) in enumerate(zip(pools, slots))
         ]
-        if contracts.ENABLED:
+        if checks.ENABLED:
             self.check()
         return HostPut(slots, evicted, ev_mask, inserted, write)
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from zerokv import contracts
+from zerokv import checks
 from zerokv.errors import (
     BatchError,
     ConfigError,
@@ -253,7 +253,7 @@ class SlotIndex:
         self._clean_trash()
         if rows:
             self._count(pool_ids, slice(4, 7), [inserted, ~inserted, evicted_mask])
-        if contracts.ENABLED:
+        if checks.ENABLED:
             self.check()
         return PutOutcome(slot, evicted, evicted_mask, inserted, write)
 
@@ -326,7 +326,7 @@ class SlotIndex:
         self.occupied[flat] = False
         self.on_remove(flat)
         self.stats[pool_id, _REMOVALS] += 1
-        if contracts.ENABLED:
+        if checks.ENABLED:
             self.check()
         return slot
 
@@ -467,7 +467,7 @@ class FIFOIndex(SlotIndex):
             insertion = torch.where(has_prev, latest_n, initial)
             return count > insertion + cap, count, has_prev, latest_n
 
-        on_cpu = contracts.host_reads_are_free(self.device)
+        on_cpu = checks.host_reads_are_free(self.device)
         for _ in range(rows):
             following = step(new)[0]
             # CPU: stop at the fixed point (a host read is free there); CUDA: B rounds.
@@ -655,13 +655,13 @@ def make_index(
 
     ``backend``: ``"device"`` (``SlotIndex``, tensors on ``device``), ``"host"``
     (``zerokv.host_index.HostIndex``, CPU tensors only) or ``"auto"``: the host index where
-    ``contracts.host_reads_are_free(device)``, else the device index.
+    ``checks.host_reads_are_free(device)``, else the device index.
     """
     from zerokv.host_index import HostIndex
 
     dev = torch.device(device)
     if backend == "auto":
-        backend = "host" if contracts.host_reads_are_free(dev) else "device"
+        backend = "host" if checks.host_reads_are_free(dev) else "device"
     if backend == "host":
         if dev.type != "cpu":
             raise ConfigError(f"the host index serves CPU tensors only, not {dev}")

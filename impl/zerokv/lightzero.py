@@ -606,7 +606,7 @@ class KVCacheManager:
             log.debug("%s: env %d key %d: miss (nothing stored yet)", operation, env_id, signed)
             return None
         keys = torch.tensor([signed], dtype=torch.int64, device=manager.device)
-        found = manager.lookup([env_id], keys, tiers=tiers)
+        found = manager.lookup_many([env_id], keys, tiers=tiers)
         entries = manager.read(found)
         tier, slot, size = (
             int(v) for v in torch.cat([found.tier, found.slot, entries.lengths]).tolist()

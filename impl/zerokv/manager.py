@@ -10,7 +10,7 @@ the rows hit (a miss gathers the slab's all-zero ``ZERO`` slot: an empty row).
 One MCTS step with the batched API (no host synchronisation anywhere on CUDA)::
 
     keys, fps = manager.keys_of(parent_latents)            # [B] int64 each
-    found = manager.lookup(env_ids, keys, fps)             # tier / slot per row
+    found = manager.lookup_many(env_ids, keys, fps)             # tier / slot per row
     batch = manager.gather_reserve(found, 2)               # [L, 2, B, H, cl, d] + lengths
     batch.kv[:, :, :, :, -2:, :] = new_kv                  # the model writes its 2 tokens
     child_keys, child_fps = manager.keys_of(child_latents)
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from zerokv import contracts
+from zerokv import checks
 from zerokv.entry import (
     Batch,
     Correction,
@@ -42,16 +42,16 @@ from zerokv.entry import (
     write_rows,
 )
 from zerokv.errors import BatchError, ConfigError, ContractViolation, SearchCapacityError
-from zerokv.hashing import (
+from zerokv.host_index import HostIndex, host_priorities, host_rows
+from zerokv.index import PutOutcome, make_index
+from zerokv.keys import (
     KeyFn,
     env_tags,
     keys_and_fingerprints,
-    latent_fingerprints,
     scoped_fingerprints,
     scoped_keys,
+    zkv64_fingerprints,
 )
-from zerokv.host_index import HostIndex, host_priorities, host_rows
-from zerokv.index import PutOutcome, make_index
 from zerokv.slab import Slab
 from zerokv.validate import (
     check_batch,
@@ -265,10 +265,10 @@ class CacheManager:
         """Keys and fingerprints ``[B]`` of latents ``[B, ...]`` (on their device)."""
         if self.key_fn is None:
             return keys_and_fingerprints(latents)
-        return self.key_fn(latents), latent_fingerprints(latents)
+        return self.key_fn(latents), zkv64_fingerprints(latents)
 
     # ------------------------------------------------------------------ lookups
-    def lookup(
+    def lookup_many(
         self,
         env_ids: Sequence[int] | torch.Tensor,
         keys: torch.Tensor,
@@ -428,7 +428,7 @@ class CacheManager:
             self.search_used += keys.shape[0]
         if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging
             self._log_put(tier, envs, keys, out)
-        if contracts.ENABLED:
+        if checks.ENABLED:
             self.check()
         return out
 

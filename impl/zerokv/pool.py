@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from zerokv import contracts
+from zerokv import checks
 from zerokv.entry import Batch, Entries
 from zerokv.errors import ContractViolation, ShapeError
 from zerokv.host_index import HostIndex
@@ -144,7 +144,7 @@ class SlotPool:
             out.write == self.index.trash, torch.full_like(out.write, self.slab.trash), out.write
         )
         self.slab.write(target, entries)
-        if contracts.ENABLED:
+        if checks.ENABLED:
             self.check()
         return out
 

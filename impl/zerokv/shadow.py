@@ -48,7 +48,7 @@ interleaved runs; ``python`` timings of whole workloads, shadow vs plain):
 * ``CacheManager`` batched (B=8 rows per lookup / gather / store_*_batch, Atari legacy
   sizes): 0.33 -> 2.7 ms per operation, **8x** (the spec folds row by row).
 
-(With the device-resident index forced on the CPU, ``contracts.CPU_SHORTCUTS = False``,
+(With the device-resident index forced on the CPU, ``checks.CPU_SHORTCUTS = False``,
 the plain runs are slower and the factors 2.0x / 2.9x / 4.5x.) The factor grows with
 the pools' capacities and the batch size, and will be larger against a GPU run, where
 the plain path never synchronises. Use it in tests and when hunting a bug, never in
@@ -73,8 +73,8 @@ from zerokv.errors import (
     ShapeError,
     ZeroKVError,
 )
-from zerokv.hashing import KeyFn
 from zerokv.index import PutOutcome
+from zerokv.keys import KeyFn
 from zerokv.manager import CacheConfig, CacheManager, TierLookup
 from zerokv.slab import Slab
 from zerokv_spec.entry import Batch as SpecBatch
@@ -415,7 +415,7 @@ class ShadowManager:
         return kv, [0 if r is None else r.length for r in rows]
 
     # ------------------------------------------------------------------ lookups
-    def lookup(
+    def lookup_many(
         self,
         env_ids: Sequence[int] | torch.Tensor,
         keys: torch.Tensor,
@@ -438,7 +438,7 @@ class ShadowManager:
 
         found, spec_rows = self._call(
             op,
-            lambda: self.impl.lookup(env_ids, keys, fingerprints, has_fingerprint, tiers),
+            lambda: self.impl.lookup_many(env_ids, keys, fingerprints, has_fingerprint, tiers),
             spec_builder,
         )
         cfg = self.impl.config

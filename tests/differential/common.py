@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine
 
 import zerokv
-from zerokv import contracts
+from zerokv import checks
 from zerokv.host_index import HostIndex
 from zerokv.index import FIFOIndex, PriorityIndex, SlotIndex
 from zerokv.slab import Slab
@@ -546,18 +546,18 @@ class DiffMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self._contracts: AbstractContextManager[None] = contracts.enabled()
+        self._contracts: AbstractContextManager[None] = checks.enabled()
         self._contracts.__enter__()
-        assert contracts.ENABLED
-        self._shortcuts = contracts.CPU_SHORTCUTS
+        assert checks.ENABLED
+        self._shortcuts = checks.CPU_SHORTCUTS
         self.ready = False
         self.source = TokenSource()
 
     def use_backend(self, backend: str) -> str:
         """The ``index=`` argument for ``backend`` (``BACKENDS``); sets the CPU shortcuts."""
-        contracts.CPU_SHORTCUTS = backend != "device-exact"
+        checks.CPU_SHORTCUTS = backend != "device-exact"
         return "host" if backend == "host" else "device"
 
     def teardown(self) -> None:
-        contracts.CPU_SHORTCUTS = self._shortcuts
+        checks.CPU_SHORTCUTS = self._shortcuts
         self._contracts.__exit__(None, None, None)

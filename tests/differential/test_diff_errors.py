@@ -318,7 +318,7 @@ class ErrorMachine(DiffMachine):
         n = data.draw(st.integers(0, 4))
         envs, keys = self.rows(data, n)
         spec = self.spec.lookup_many(envs, keys)
-        found = self.impl.lookup(envs, keys_tensor(keys))
+        found = self.impl.lookup_many(envs, keys_tensor(keys))
         assert found.tier.tolist() == [int(r.tier) for r in spec]
 
     @precondition(lambda self: self.ready)
@@ -344,31 +344,37 @@ class ErrorMachine(DiffMachine):
         if which == "lookup: env out of range":
             bad = data.draw(st.sampled_from([2, 7, -1]))
             envs[-1] = bad
-            return Case(lambda: spec.lookup_many(envs, keys), lambda: impl.lookup(envs, keys_t))
+            return Case(
+                lambda: spec.lookup_many(envs, keys), lambda: impl.lookup_many(envs, keys_t)
+            )
         if which == "lookup: env id is a bool":
             bool_envs: list[int] = [True] * n
             return Case(
-                lambda: spec.lookup_many(bool_envs, keys), lambda: impl.lookup(bool_envs, keys_t)
+                lambda: spec.lookup_many(bool_envs, keys),
+                lambda: impl.lookup_many(bool_envs, keys_t),
             )
         if which == "lookup: env ids a float tensor":
             float_envs = torch.zeros(n, dtype=torch.float32)
             spec_envs: list[int] = [0.0] * n  # type: ignore[list-item]
             return Case(
-                lambda: spec.lookup_many(spec_envs, keys), lambda: impl.lookup(float_envs, keys_t)
+                lambda: spec.lookup_many(spec_envs, keys),
+                lambda: impl.lookup_many(float_envs, keys_t),
             )
         if which == "lookup: more env ids than keys":
             more = [*envs, 0]
-            return Case(lambda: spec.lookup_many(more, keys), lambda: impl.lookup(more, keys_t))
+            return Case(
+                lambda: spec.lookup_many(more, keys), lambda: impl.lookup_many(more, keys_t)
+            )
         if which == "lookup: fingerprints of another length":
             fps: list[int | None] = [1] * (n + 1)
             return Case(
                 lambda: spec.lookup_many(envs, keys, fps),
-                lambda: impl.lookup(envs, keys_t, keys_tensor([1] * (n + 1))),
+                lambda: impl.lookup_many(envs, keys_t, keys_tensor([1] * (n + 1))),
             )
         if which == "lookup: unknown tiers":
             return Case(
                 lambda: spec.lookup_many(envs, keys, None, "roots"),
-                lambda: impl.lookup(envs, keys_t, None, None, "roots"),
+                lambda: impl.lookup_many(envs, keys_t, None, None, "roots"),
             )
         if which == "store: env out of range":
             envs[0] = 2
@@ -474,14 +480,14 @@ class ErrorMachine(DiffMachine):
                 lambda: impl.set_priority(tier, envs[0], key, prio),
             )
         if which == "gather: no rows":
-            nothing = impl.lookup([], keys_tensor([]))  # changes nothing: zero rows counted
+            nothing = impl.lookup_many([], keys_tensor([]))  # changes nothing: zero rows counted
             return Case(lambda: spec.gather([]), lambda: impl.gather(nothing))
         if which == "gather: narrower than the longest entry":
             found_s = spec.lookup_many(envs, keys)
-            found_i = impl.lookup(envs, keys_t)  # counted on both sides, before the snapshot
+            found_i = impl.lookup_many(envs, keys_t)  # counted on both sides, before the snapshot
             longest = max(0 if r.entry is None else r.entry.size for r in found_s)
             if longest == 0:  # nothing to be narrower than: an empty gather instead
-                nothing_i = impl.lookup([], keys_tensor([]))
+                nothing_i = impl.lookup_many([], keys_tensor([]))
                 return Case(lambda: spec.gather([]), lambda: impl.gather(nothing_i))
             return Case(
                 lambda: spec.gather(found_s, longest - 1),
@@ -489,7 +495,7 @@ class ErrorMachine(DiffMachine):
             )
         if which == "gather_reserve: no tokens / too many / a bool":
             found_s = spec.lookup_many(envs, keys)
-            found_i = impl.lookup(envs, keys_t)  # counted on both sides, before the snapshot
+            found_i = impl.lookup_many(envs, keys_t)  # counted on both sides, before the snapshot
             t = data.draw(st.sampled_from([0, -1, cl + 1, True]), label="tokens")
             return Case(
                 lambda: spec.gather_reserve(found_s, t),
@@ -500,16 +506,18 @@ class ErrorMachine(DiffMachine):
             return Case(lambda: spec.clear_env(env), lambda: impl.clear_env(env))
         # ---------------------------------------------- tensor-only (no spec twin)
         if which == "lookup: int32 keys":
-            return Case(None, lambda: impl.lookup(envs, keys_t.int()), DTypeError)
+            return Case(None, lambda: impl.lookup_many(envs, keys_t.int()), DTypeError)
         if which == "lookup: 2-d keys":
-            return Case(None, lambda: impl.lookup(envs, keys_t.view(n, 1)), ShapeError)
+            return Case(None, lambda: impl.lookup_many(envs, keys_t.view(n, 1)), ShapeError)
         if which == "lookup: float fingerprints":
-            return Case(None, lambda: impl.lookup(envs, keys_t, keys_t.double()), DTypeError)
+            return Case(None, lambda: impl.lookup_many(envs, keys_t, keys_t.double()), DTypeError)
         if which == "lookup: has_fingerprint without fingerprints":
             has = torch.ones(n, dtype=torch.bool)
-            return Case(None, lambda: impl.lookup(envs, keys_t, None, has), BatchError)
+            return Case(None, lambda: impl.lookup_many(envs, keys_t, None, has), BatchError)
         if which == "lookup: int has_fingerprint":
-            return Case(None, lambda: impl.lookup(envs, keys_t, keys_t, torch.ones(n)), DTypeError)
+            return Case(
+                None, lambda: impl.lookup_many(envs, keys_t, keys_t, torch.ones(n)), DTypeError
+            )
         if which == "store: float64 entries":
             wrong = zerokv.Entries(ientries.kv.double(), ientries.lengths)
             return Case(None, lambda: impl.store_root_many(envs, keys_t, wrong), DTypeError)
@@ -537,7 +545,7 @@ class ErrorMachine(DiffMachine):
             )
         if which == "gather_append: new tokens of another shape / dtype":
             spec.lookup_many(envs, keys)  # counted on both sides, before the snapshot
-            found_i = impl.lookup(envs, keys_t)
+            found_i = impl.lookup_many(envs, keys_t)
             rows = data.draw(st.sampled_from([n, n + 1]), label="rows")
             tokens = torch.zeros(shape.num_layers, 2, rows, shape.num_heads, 2, shape.head_dim)
             if rows == n:

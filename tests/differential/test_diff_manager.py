@@ -188,7 +188,7 @@ class ManagerMachine(DiffMachine):
         env_arg = self.env_arg(data, rows)
         both = run_both(
             lambda: self.spec.lookup_many(envs, keys, fps, tiers),
-            lambda: self.impl.lookup(env_arg, keys_tensor(keys), fp_t, has_t, tiers),
+            lambda: self.impl.lookup_many(env_arg, keys_tensor(keys), fp_t, has_t, tiers),
         )
         assert both is not None, "a valid lookup raised on both sides"
         spec, found = both

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerokv import Batch, CacheConfig, CacheManager, Correction, contracts
+from zerokv import Batch, CacheConfig, CacheManager, Correction, checks
 
 
 @pytest.mark.parametrize("index", ["host", "device", "device-exact"])
@@ -31,8 +31,8 @@ def test_padding_garbage_is_not_stored(index: str, dtype: torch.dtype) -> None:
         dtype=dtype,
         index="host" if index == "host" else "device",
     )
-    shortcuts = contracts.CPU_SHORTCUTS
-    contracts.CPU_SHORTCUTS = index != "device-exact"
+    shortcuts = checks.CPU_SHORTCUTS
+    checks.CPU_SHORTCUTS = index != "device-exact"
     try:
         mgr = CacheManager(cfg)
         gen = torch.Generator().manual_seed(1)
@@ -44,7 +44,7 @@ def test_padding_garbage_is_not_stored(index: str, dtype: torch.dtype) -> None:
         table = torch.randn(2, 2, 2, cl - 3, 3, generator=gen).to(dtype)
         keys = torch.tensor([11, 12, 13, 14])
         mgr.store_recurrent_batch([0] * rows, keys, Batch(kv, lengths), Correction(table))
-        found = mgr.lookup([0] * rows, keys)
+        found = mgr.lookup_many([0] * rows, keys)
         stored = mgr.gather(found)
         want_len = [3, 5, cl - 3, cl - 3]
         assert stored.lengths.tolist() == want_len
@@ -62,4 +62,4 @@ def test_padding_garbage_is_not_stored(index: str, dtype: torch.dtype) -> None:
         kept = kv[:, :, 2, :, cl - 7 + 2 : cl - 7 + 7, :] + table
         assert torch.equal(stored.kv[:, :, 2, :, 3:, :], kept)
     finally:
-        contracts.CPU_SHORTCUTS = shortcuts
+        checks.CPU_SHORTCUTS = shortcuts

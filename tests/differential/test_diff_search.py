@@ -114,7 +114,7 @@ class SearchMachine(DiffMachine):
     ) -> None:
         """Lookup ``parents``, ``gather_append``, store ``children`` (root or recurrent)."""
         spec_found: list[TierLookup] = self.spec.lookup_many(envs, parents, None, tiers)
-        found = self.impl.lookup(envs, keys_tensor(parents), None, None, tiers)
+        found = self.impl.lookup_many(envs, keys_tensor(parents), None, None, tiers)
         tier_rows = [int(r.tier) for r in spec_found]
         assert found.tier.tolist() == tier_rows, f"tiers: spec {tier_rows} impl {found.tier}"
         t = data.draw(st.sampled_from([2, 2, 2, 1, 3]), label="new tokens")

@@ -1,6 +1,6 @@
 """Collision safety under a deliberately weak hash: zero wrong entries, spec agreeing.
 
-The implementation manager runs with ``key_fn=zerokv.hashing.weak_keys`` (byte sum mod 4:
+The implementation manager runs with ``key_fn=zerokv.keys.weak_keys`` (byte sum mod 4:
 only 4 distinct keys) and real fingerprints (``keys_and_fingerprints`` via
 ``CacheManager.keys_of``); the spec manager gets the same keys and fingerprints computed
 by ``zerokv_spec.keys.weak_key`` / ``zkv64_fingerprint`` on the latents' bytes (checked
@@ -41,7 +41,7 @@ from differential.common import (
     run_both,
     shapes,
 )
-from zerokv.hashing import weak_keys
+from zerokv.keys import weak_keys
 from zerokv_spec import entry as spec_entry
 from zerokv_spec.entry import Correction, Entry
 from zerokv_spec.keys import Latent, weak_key, zkv64_fingerprint
@@ -134,7 +134,7 @@ class WeakHashMachine(DiffMachine):
         spec = self.spec.lookup_many(
             envs, [self.keys[i] for i in ids], [self.fps[i] for i in ids], tiers
         )
-        found = self.impl.lookup(envs, keys, fps, None, tiers)
+        found = self.impl.lookup_many(envs, keys, fps, None, tiers)
         want = [(int(r.tier), -1 if r.slot is None else r.slot, r.collided) for r in spec]
         got = list(
             zip(

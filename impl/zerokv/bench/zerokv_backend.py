@@ -88,7 +88,7 @@ class ZeroKVBackend:
         cont = [bool(c) for c in continuing.tolist()]  # a host tensor: no device read
         keys, fps = mgr.keys_of(prev_latents)
         if all(cont):
-            found = mgr.lookup(env_ids, keys, fps, tiers="root")
+            found = mgr.lookup_many(env_ids, keys, fps, tiers="root")
         else:
             # Only continuing environments look their previous root up (as LightZero).
             picked = [b for b in range(rows) if cont[b]]
@@ -97,7 +97,7 @@ class ZeroKVBackend:
             found = TierLookup(none, none - 1, none.bool(), zero)
             if picked:
                 rows_t = torch.tensor(picked, dtype=torch.int64).to(self.device)
-                sub = mgr.lookup(
+                sub = mgr.lookup_many(
                     [env_ids[b] for b in picked],
                     keys.index_select(0, rows_t),
                     fps.index_select(0, rows_t),
@@ -128,7 +128,7 @@ class ZeroKVBackend:
         self._tick(None)
         keys, fps = mgr.keys_of(parent_latents)
         self._tick("hash parents")
-        found = mgr.lookup(env_ids, keys, fps)
+        found = mgr.lookup_many(env_ids, keys, fps)
         self._tick("lookup")
         batch = self._with_tokens(found, fresh, new, found.tier == 0)
         self._tick("gather_reserve")

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import torch
 
-from zerokv import contracts
+from zerokv import checks
 from zerokv.errors import DTypeError, ShapeError
 from zerokv_spec.keys import (
     FINGERPRINT_SEED,
@@ -38,13 +38,13 @@ __all__ = [
     "env_tags",
     "fmix64",
     "keys_and_fingerprints",
-    "latent_fingerprints",
-    "latent_keys",
     "legacy_keys",
     "scoped_fingerprints",
     "scoped_keys",
     "weak_keys",
     "zkv64",
+    "zkv64_fingerprints",
+    "zkv64_keys",
 ]
 
 #: A key function: latents ``[B, ...]`` -> keys ``[B]`` int64 on the same device.
@@ -141,7 +141,7 @@ def zkv64(latents: torch.Tensor, seeds: tuple[int, ...]) -> torch.Tensor:
     acc = (words.unsqueeze(0) ^ a).mul_(m).sum(dim=2)
     row_shape = tuple(int(d) for d in latents.shape[1:])
     nbytes = torch.Size(row_shape).numel() * latents.element_size()
-    if contracts.host_reads_are_free(latents.device):
+    if checks.host_reads_are_free(latents.device):
         # A CPU tensor's sums are already in host memory: finishing the few values with
         # the spec's own fmix64 costs less than the eleven tensor operations below.
         desc = _descriptor_values(name, nbytes, row_shape, seeds)
@@ -150,12 +150,12 @@ def zkv64(latents: torch.Tensor, seeds: tuple[int, ...]) -> torch.Tensor:
     return fmix64(acc + _descriptors(name, nbytes, row_shape, seeds, latents.device))
 
 
-def latent_keys(latents: torch.Tensor) -> torch.Tensor:
+def zkv64_keys(latents: torch.Tensor) -> torch.Tensor:
     """The default keys ``[B]`` (``zerokv_spec.keys.zkv64_key`` of every row)."""
     return zkv64(latents, (KEY_SEED,))[0]
 
 
-def latent_fingerprints(latents: torch.Tensor) -> torch.Tensor:
+def zkv64_fingerprints(latents: torch.Tensor) -> torch.Tensor:
     """The default fingerprints ``[B]`` (``zerokv_spec.keys.zkv64_fingerprint``)."""
     return zkv64(latents, (FINGERPRINT_SEED,))[0]
 

@@ -1,4 +1,4 @@
-"""zerokv.hashing against zerokv_spec.keys: bit-identical keys, fingerprints, scoped keys;
+"""zerokv.keys against zerokv_spec.keys: bit-identical keys, fingerprints, scoped keys;
 shape and dtype are part of the key; LightZero's legacy key is xxh64 of the float32 bytes."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zerokv.errors import DTypeError
-from zerokv.hashing import (
+from zerokv.keys import (
     DTYPE_NAMES,
     env_tags,
     keys_and_fingerprints,
-    latent_fingerprints,
-    latent_keys,
     legacy_keys,
     scoped_fingerprints,
     scoped_keys,
     weak_keys,
+    zkv64_fingerprints,
+    zkv64_keys,
 )
 from zerokv_spec.keys import (
     Latent,
@@ -51,8 +51,8 @@ def test_impl_matches_spec(dtype: torch.dtype, rows: int, row_shape: list[int], 
     latents = torch.randn((rows, *row_shape), generator=gen).to(dtype)
     keys, fps = keys_and_fingerprints(latents)
     assert keys.dtype == torch.int64 and tuple(keys.shape) == (rows,)
-    assert torch.equal(keys, latent_keys(latents))
-    assert torch.equal(fps, latent_fingerprints(latents))
+    assert torch.equal(keys, zkv64_keys(latents))
+    assert torch.equal(fps, zkv64_fingerprints(latents))
     weak = weak_keys(latents)
     for b in range(rows):
         lat = _latent(latents[b])
@@ -64,24 +64,24 @@ def test_impl_matches_spec(dtype: torch.dtype, rows: int, row_shape: list[int], 
 def test_shape_and_dtype_are_part_of_the_key() -> None:
     x = torch.arange(12, dtype=torch.float32).view(1, 12)
     same_bytes = [x, x.view(1, 3, 4), x.view(1, 4, 3)]
-    keys = {int(latent_keys(t)[0]) for t in same_bytes}
+    keys = {int(zkv64_keys(t)[0]) for t in same_bytes}
     assert len(keys) == 3
     as_int = x.view(torch.int32).view(torch.float32)  # identical bytes, identical dtype
-    assert int(latent_keys(as_int)[0]) == int(latent_keys(x)[0])
+    assert int(zkv64_keys(as_int)[0]) == int(zkv64_keys(x)[0])
     half = torch.zeros(1, 4, dtype=torch.float16)
     bf = torch.zeros(1, 4, dtype=torch.bfloat16)
-    assert int(latent_keys(half)[0]) != int(latent_keys(bf)[0])
+    assert int(zkv64_keys(half)[0]) != int(zkv64_keys(bf)[0])
 
 
 def test_keys_are_deterministic_and_distinct() -> None:
     latents = torch.randn(64, 32, generator=torch.Generator().manual_seed(1))
-    a, b = latent_keys(latents), latent_keys(latents.clone())
+    a, b = zkv64_keys(latents), zkv64_keys(latents.clone())
     assert torch.equal(a, b)
     assert len(set(a.tolist())) == 64
     # A one-ulp change of one value changes the key.
     bumped = latents.clone()
     bumped[5, 7] = torch.nextafter(bumped[5, 7], torch.tensor(1.0))
-    assert int(latent_keys(bumped)[5]) != int(a[5])
+    assert int(zkv64_keys(bumped)[5]) != int(a[5])
 
 
 def test_scoped_keys_match_spec() -> None:
@@ -109,9 +109,9 @@ def test_legacy_key_is_xxh64_of_float32_bytes(dtype: torch.dtype) -> None:
 
 def test_bad_latents_are_refused() -> None:
     with pytest.raises(DTypeError, match="float dtype"):
-        latent_keys(torch.zeros(2, 3, dtype=torch.int32))
+        zkv64_keys(torch.zeros(2, 3, dtype=torch.int32))
     with pytest.raises(DTypeError, match=r"torch\.Tensor"):
-        latent_keys([1.0, 2.0])  # type: ignore[arg-type]
+        zkv64_keys([1.0, 2.0])  # type: ignore[arg-type]
 
 
 @pytest.mark.cuda
