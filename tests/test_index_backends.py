@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zerokv import checks
-from zerokv.host_index import HostIndex
-from zerokv.index import SlotIndex, make_index
+from zerokv.index import HostIndex, IndexBackend, Region, SlotIndex, make_index
+from zerokv.rows import Rows
 from zerokv_spec.pool import Policy, SlotPool, make_pool
 
 
@@ -63,33 +63,31 @@ def _expected_write(
     ]
 
 
-def _tensors(op: Op) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (
-        torch.tensor(op.pools, dtype=torch.int64),
+def _rows(op: Op, num_pools: int, priorities: bool) -> Rows:
+    """The op's rows (pool ids play the part of env ids), with priorities if asked."""
+    rows = Rows.checked(
+        list(op.pools),
         torch.tensor(op.keys, dtype=torch.int64),
         torch.tensor([f if f is not None else 0 for f in op.fps], dtype=torch.int64),
         torch.tensor([f is not None for f in op.fps], dtype=torch.bool),
+        env_num=num_pools,
+        device=torch.device("cpu"),
+    )
+    if not priorities:
+        return rows
+    return rows.with_priorities(
+        torch.tensor([p if p is not None else 0.0 for p in op.prios], dtype=torch.float64),
+        torch.tensor([p is not None for p in op.prios], dtype=torch.bool),
     )
 
 
-def _run(index: SlotIndex | HostIndex, spec: list[SlotPool[str]], op_list: list[Op]) -> None:
-    cap = index.capacity
+def _run(index: IndexBackend, spec: list[SlotPool[str]], op_list: list[Op]) -> None:
+    region = index.region
+    cap = region.capacity
     for op in op_list:
-        pools, keys, fps, has = _tensors(op)
+        rows = _rows(op, region.num_pools, index.policy is Policy.PRIORITY)
         if op.kind == "put":
-            prio = None
-            if index.policy is Policy.PRIORITY:
-                prio = torch.tensor(
-                    [p if p is not None else 0.0 for p in op.prios], dtype=torch.float64
-                )
-            out = index.put(
-                pools,
-                keys,
-                fps,
-                has,
-                prio,
-                None if prio is None else torch.tensor([p is not None for p in op.prios]),
-            )
+            out = index.put(rows).result
             want = [
                 spec[p].put(k, "v", f, pr if index.policy is Policy.PRIORITY else None)
                 for p, k, f, pr in zip(op.pools, op.keys, op.fps, op.prios)
@@ -101,11 +99,11 @@ def _run(index: SlotIndex | HostIndex, spec: list[SlotPool[str]], op_list: list[
                 e if m else None for e, m in zip(out.evicted.tolist(), out.evicted_mask.tolist())
             ] == [w.evicted for w in want]
             assert out.write.tolist() == _expected_write(
-                op.pools, [w.slot for w in want], cap, index.trash
+                op.pools, [w.slot for w in want], cap, region.trash
             )
         elif op.kind in ("get", "peek"):
             count = op.kind == "get"
-            got = index.lookup(pools, keys, fps, has, count=count)
+            got = index.get_many(rows, count=count)
             for b, (p, k, f) in enumerate(zip(op.pools, op.keys, op.fps)):
                 if count:
                     r = spec[p].get(k, f)
@@ -144,11 +142,8 @@ def test_index_matches_spec(
     previous = checks.CPU_SHORTCUTS
     checks.CPU_SHORTCUTS = shortcuts
     try:
-        index = (
-            HostIndex(policy, num_pools, capacity)
-            if backend == "host"
-            else make_index(policy, num_pools, capacity, backend="device")
-        )
+        region = Region(num_pools, capacity)
+        index = make_index(policy, region, backend="host" if backend == "host" else "device")
         assert isinstance(index, HostIndex if backend == "host" else SlotIndex)
         with checks.enabled():
             _run(index, spec, op_list)
@@ -157,10 +152,10 @@ def test_index_matches_spec(
 
 
 def test_auto_backend_follows_the_device() -> None:
-    assert isinstance(make_index(Policy.FIFO, 1, 2, "cpu"), HostIndex)
+    assert isinstance(make_index(Policy.FIFO, Region(1, 2), "cpu"), HostIndex)
     previous = checks.CPU_SHORTCUTS
     checks.CPU_SHORTCUTS = False
     try:
-        assert isinstance(make_index(Policy.FIFO, 1, 2, "cpu"), SlotIndex)
+        assert isinstance(make_index(Policy.FIFO, Region(1, 2), "cpu"), SlotIndex)
     finally:
         checks.CPU_SHORTCUTS = previous

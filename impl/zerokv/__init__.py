@@ -5,7 +5,9 @@ same names for the same concepts:
 
 * ``CacheManager`` / ``CacheConfig`` (``zerokv.manager``) - root pools per environment,
   one recurrent pool, hierarchical lookup, batched stores, searches, statistics;
-* ``SlotPool`` (``zerokv.pool``) - a pool (or a group of pools) of one policy;
+* ``SlotPool`` (``zerokv.pool``) - a pool (or a group of pools) of one policy: an index
+  (``zerokv.index``: the device or the host backend) over slots of a ``Slab``;
+* ``Rows`` (``zerokv.rows``) - the per-row arguments of a batched call, validated once;
 * ``Batch``, ``Entries``, ``Correction`` and ``assemble`` / ``append`` / ``split`` /
   ``window`` / ``remove_registers`` / ``store_rows`` (``zerokv.entry``);
 * keys and fingerprints on the device (``zerokv.keys``);
@@ -31,9 +33,9 @@ from zerokv.entry import (
 )
 from zerokv.errors import *  # noqa: F403 - the error vocabulary is part of the API
 from zerokv.errors import __all__ as _errors_all
-from zerokv.index import LookupOutcome, PutOutcome
+from zerokv.index import Lookup, PutResult, TierLookup
 from zerokv.keys import keys_and_fingerprints, legacy_keys, weak_keys, zkv64_keys
-from zerokv.manager import CacheConfig, CacheManager, TierLookup
+from zerokv.manager import CacheConfig, CacheManager
 from zerokv.pool import SlotPool
 from zerokv.shadow import ShadowDivergence, ShadowManager
 from zerokv_spec.manager import Scope, Tier
@@ -50,12 +52,12 @@ __all__ = [
     "CacheManager",
     "Correction",
     "Entries",
-    "LookupOutcome",
+    "Lookup",
     "LookupStatus",
     "ManagerStats",
     "Policy",
     "PoolStats",
-    "PutOutcome",
+    "PutResult",
     "Scope",
     "ShadowDivergence",
     "ShadowManager",

@@ -37,8 +37,8 @@ __all__ = [
     "RowPlan",
     "append",
     "assemble",
-    "gather_append",
-    "gather_reserve",
+    "check_new_tokens",
+    "check_token_count",
     "plan_rows",
     "remove_registers",
     "split",
@@ -212,91 +212,38 @@ def assemble(entries: Entries, width: int | None = None) -> Batch:
     return Batch(_fit_width(entries.kv, width), entries.lengths.clone())
 
 
-def _check_token_count(t: object, capacity: int) -> int:
-    """``t`` new tokens per row must be an int with ``1 <= t <= capacity``."""
+def check_token_count(t: object, context_length: int) -> int:
+    """``t`` new tokens per row must be an int with ``1 <= t <= context_length``."""
     if isinstance(t, bool) or not isinstance(t, int):
         raise BatchError(f"the number of new tokens must be an int, got {t!r}")
     if t < 1:
         raise BatchError("append needs at least one new token")
-    if t > capacity:
-        raise BatchError(f"cannot append {t} tokens to a cache of capacity {capacity}")
+    if t > context_length:
+        raise BatchError(f"cannot append {t} tokens to a context of {context_length} tokens")
     return t
 
 
-def _check_new_tokens(kv: torch.Tensor, rows: int, new_kv: object, capacity: int) -> int:
-    """``new_kv`` must be ``[L, 2, rows, H, t, d]`` like ``kv`` with ``1 <= t <= capacity``."""
+def check_new_tokens(kv: torch.Tensor, rows: int, new_kv: object, context_length: int) -> int:
+    """``new_kv`` must be ``[L, 2, rows, H, t, d]`` like ``kv``, ``1 <= t <= context_length``."""
     new = _check_tensor(new_kv, "new tokens", 6, kv.dtype, kv.device)
     t = int(new.shape[4])
     want = (kv.shape[0], 2, rows, kv.shape[3], t, kv.shape[5])
     if tuple(new.shape) != want:
         raise ShapeError(f"new tokens must have shape {want}, got {tuple(new.shape)}")
-    return _check_token_count(t, capacity)
+    return check_token_count(t, context_length)
 
 
-def append(batch: Batch, new_kv: torch.Tensor, capacity: int) -> Batch:
+def append(batch: Batch, new_kv: torch.Tensor, context_length: int) -> Batch:
     """``zerokv_spec.entry.append``: ``new_kv`` is ``[L, 2, B, H, t, d]``."""
     kv = batch.kv
-    t = _check_new_tokens(kv, batch.rows, new_kv, capacity)
-    drop = overflow_drop(batch.width, t, capacity)
+    t = check_new_tokens(kv, batch.rows, new_kv, context_length)
+    drop = overflow_drop(batch.width, t, context_length)
     if drop >= batch.width:
         lengths = torch.full_like(batch.lengths, t)
         return Batch(new_kv.clone(), lengths)
     kept = batch.width - drop
     grown = torch.cat([kv[:, :, :, :, drop:, :], new_kv], dim=4)
     return Batch(grown, batch.lengths.clamp(max=kept) + t)
-
-
-def _gather_with(
-    kv_store: torch.Tensor,
-    lengths_store: torch.Tensor,
-    slots: torch.Tensor,
-    t: int,
-    new_kv: torch.Tensor | None,
-) -> Batch:
-    """The entries in ``slots`` gathered straight into the columns a ``cl``-wide append of
-    ``t`` tokens keeps, followed by ``new_kv`` (zeros when None)."""
-    cl = int(kv_store.shape[4])
-    lengths = lengths_store.index_select(0, slots)
-    shape = (kv_store.shape[0], 2, int(slots.shape[0]), kv_store.shape[3])
-    drop = overflow_drop(cl, t, cl)
-    if drop >= cl:  # the append empties every row
-        kv = (
-            kv_store.new_zeros((*shape, t, kv_store.shape[5])) if new_kv is None else new_kv.clone()
-        )
-        return Batch(kv, torch.full_like(lengths, t))
-    kept = cl - drop
-    out = kv_store.new_empty((*shape, kept + t, kv_store.shape[5]))
-    torch.index_select(kv_store[:, :, :, :, drop:, :], 2, slots, out=out[:, :, :, :, :kept, :])
-    out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv
-    return Batch(out, lengths.clamp(max=kept) + t)
-
-
-def gather_append(
-    kv_store: torch.Tensor, lengths_store: torch.Tensor, slots: torch.Tensor, new_kv: torch.Tensor
-) -> Batch:
-    """``append(Batch(kv_store[:, :, slots], lengths_store[slots]), new_kv, cl)``, one pass.
-
-    ``kv_store`` is a slab's ``[L, 2, N, H, cl, d]`` (entries right-aligned). The rows are
-    gathered straight into the columns the append keeps and the new tokens written after
-    them, so the batch is written once instead of gathered and then concatenated.
-    """
-    cl = int(kv_store.shape[4])
-    t = _check_new_tokens(kv_store, int(slots.shape[0]), new_kv, cl)
-    return _gather_with(kv_store, lengths_store, slots, t, new_kv)
-
-
-def gather_reserve(
-    kv_store: torch.Tensor, lengths_store: torch.Tensor, slots: torch.Tensor, t: int
-) -> Batch:
-    """``gather_append`` with ``t`` zero tokens: the batch a model then writes into.
-
-    A transformer produces layer ``l``'s new K/V only after attending to the batch's layer
-    ``l``, so it cannot hand them over up front: it writes them in place into
-    ``batch.kv[l, :, :, :, -t:, :]``, as LightZero's cache update does. Lengths already
-    count the ``t`` columns.
-    """
-    t = _check_token_count(t, int(kv_store.shape[4]))
-    return _gather_with(kv_store, lengths_store, slots, t, None)
 
 
 def remove_registers(batch: Batch, count: int) -> Batch:

@@ -1,34 +1,34 @@
-"""``SlotPool``: ``zerokv_spec.pool.SlotPool`` with tensor storage and batched operations.
+"""``SlotPool``: ``zerokv_spec.pool.SlotPool`` with K/V storage and batched operations.
 
-A pool here is an index (``zerokv.index``: keys, fingerprints, policy state on the device)
-plus a slab (``zerokv.slab``: the K/V of every slot). ``num_pools`` independent pools of
-one shape may share an instance (``pool_ids`` selects the pool of each row); the default
-is one pool, which is the spec's ``SlotPool``.
+A pool here is an index (``zerokv.index``: which key each slot holds, the policy's
+bookkeeping) plus the slots of a ``Slab`` that hold the K/V (``zerokv.index.Region``
+says which). ``num_pools`` independent pools of one shape may share an instance (a row's
+env id selects its pool); the default is one pool, which is the spec's ``SlotPool``.
 
-Batched operations take and return tensors and never synchronise: ``get_many`` /
-``peek_many`` (``LookupOutcome``: status and slot per row), ``gather`` (the hits as a
-``Batch``; misses are empty rows), ``put_many`` (``PutOutcome`` per row: slot, evicted key,
-inserted). Host-level queries (``len``, ``in``, ``slot_of``, ``key_at``,
-``eviction_order``, ``stats``, ``evict``) answer with Python values, as the spec does.
+``SlotPool(capacity, ...)`` builds a pool on a slab of its own. A ``CacheManager`` builds
+its two tiers with ``SlotPool.within`` on one shared slab, so a lookup that hits either
+tier ends in one slab slot per row and a batch is one gather.
+
+Batched operations take ``Rows`` (or, in the public methods, keys and optional
+fingerprints) and return tensors, never synchronising: ``get_many`` / ``peek_many``
+(``Lookup``: status and slot per row), ``gather`` (the hits as a ``Batch``; misses are
+empty rows), ``put_many`` / ``store_many`` / ``store_batch`` (``PutResult`` per row).
+Host-level queries (``len``, ``in``, ``slot_of``, ``key_at``, ``eviction_order``,
+``stats``, ``evict``) answer with Python values, as the spec does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from zerokv import checks
-from zerokv.entry import Batch, Entries
+from zerokv.entry import Batch, Correction, Entries
 from zerokv.errors import ContractViolation, ShapeError
-from zerokv.host_index import HostIndex
-from zerokv.index import LookupOutcome, PutOutcome, SlotIndex, make_index
+from zerokv.index import IndexBackend, Lookup, PutResult, Region, make_index
+from zerokv.rows import Rows, check_env_range, check_keys, env_id_list, env_tensor
 from zerokv.slab import Slab
-from zerokv.validate import (
-    check_entries,
-    check_fingerprints,
-    check_finite_priorities,
-    check_keys,
-    check_priorities,
-)
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
 
@@ -36,7 +36,7 @@ __all__ = ["SlotPool"]
 
 
 class SlotPool:
-    """Pools of one policy and shape over one slab (module docstring)."""
+    """Pools of one policy and shape over slots of a slab (module docstring)."""
 
     def __init__(
         self,
@@ -52,30 +52,62 @@ class SlotPool:
         dtype: torch.dtype = torch.float32,
         index: str = "auto",
     ) -> None:
-        self.index: SlotIndex | HostIndex = make_index(policy, num_pools, capacity, device, index)
-        self.slab = Slab(
-            num_pools * capacity, num_layers, num_heads, head_dim, context_length, device, dtype
-        )
-        self.policy = policy
-        self.capacity = capacity
-        self.num_pools = num_pools
-        self.shape = (num_layers, num_heads, head_dim)
-        self.context_length = context_length
-        self.device = self.slab.device
+        region = Region(num_pools, capacity)
+        slab = Slab(region.slots, num_layers, num_heads, head_dim, context_length, device, dtype)
+        self._bind(make_index(policy, region, slab.device, index), slab)
 
-    # ------------------------------------------------------------------ helpers
-    def _pool_ids(self, pool_ids: torch.Tensor | None, rows: int) -> torch.Tensor:
+    @classmethod
+    def within(cls, slab: Slab, region: Region, policy: Policy, backend: str) -> SlotPool:
+        """A pool group over ``region`` of a shared ``slab`` (a manager's tier)."""
+        pool = cls.__new__(cls)
+        pool._bind(make_index(policy, region, slab.device, backend), slab)
+        return pool
+
+    def _bind(self, index: IndexBackend, slab: Slab) -> None:
+        self.index = index
+        self.slab = slab
+        self.region = index.region
+        self.policy = index.policy
+        self.capacity = self.region.capacity
+        self.num_pools = self.region.num_pools
+        self.context_length = slab.context_length
+        self.device = slab.device
+
+    # ------------------------------------------------------------------ rows
+    def _pool_ids(
+        self, pool_ids: Sequence[int] | torch.Tensor | None, rows: int
+    ) -> tuple[int, ...]:
+        """Each row's pool as host ints (host values, like a manager's env ids)."""
         if pool_ids is None:
-            return torch.zeros(rows, dtype=torch.int64, device=self.device)
-        check_keys(pool_ids, self.device, "pool_ids")
-        if pool_ids.shape[0] != rows:
-            raise ShapeError(f"pool_ids must have {rows} rows, got {pool_ids.shape[0]}")
-        return pool_ids
+            return (0,) * rows
+        ids = env_id_list(pool_ids)
+        if len(ids) != rows:
+            raise ShapeError(f"pool_ids must have {rows} rows, got {len(ids)}")
+        return ids
 
-    def _global(self, pool_ids: torch.Tensor, outcome: LookupOutcome) -> torch.Tensor:
+    def _rows(
+        self,
+        keys: torch.Tensor,
+        fingerprints: torch.Tensor | None,
+        has_fingerprint: torch.Tensor | None,
+        pool_ids: Sequence[int] | torch.Tensor | None,
+    ) -> Rows:
+        """Public arguments as ``Rows`` (a pool id plays the part of an env id here)."""
+        check_keys(keys, self.device)
+        ids = self._pool_ids(pool_ids, keys.shape[0])
+        return Rows.checked(
+            ids, keys, fingerprints, has_fingerprint, env_num=self.num_pools, device=self.device
+        )
+
+    def _slots(
+        self, outcome: Lookup, pool_ids: Sequence[int] | torch.Tensor | None
+    ) -> torch.Tensor:
+        """The slab slots of ``outcome``'s hits (the slab's zero slot for the rest)."""
+        ids = self._pool_ids(pool_ids, outcome.slot.shape[0])
+        check_env_range(ids, self.num_pools)
         hit = outcome.status == 1
-        flat = pool_ids * self.capacity + outcome.slot
-        return torch.where(hit, flat, torch.full_like(flat, self.slab.zero))
+        flat = self.region.base + env_tensor(ids, self.device) * self.capacity + outcome.slot
+        return torch.where(hit, flat, torch.full_like(flat, self.region.zero))
 
     # ------------------------------------------------------------------ batched
     def get_many(
@@ -83,41 +115,36 @@ class SlotPool:
         keys: torch.Tensor,
         fingerprints: torch.Tensor | None = None,
         has_fingerprint: torch.Tensor | None = None,
-        pool_ids: torch.Tensor | None = None,
-    ) -> LookupOutcome:
+        pool_ids: Sequence[int] | torch.Tensor | None = None,
+    ) -> Lookup:
         """The fold of ``get`` (statistics and recency counted)."""
-        check_keys(keys, self.device)
-        check_fingerprints(fingerprints, has_fingerprint, keys.shape[0], self.device)
-        pids = self._pool_ids(pool_ids, keys.shape[0])
-        return self.index.lookup(pids, keys, fingerprints, has_fingerprint)
+        return self.index.get_many(self._rows(keys, fingerprints, has_fingerprint, pool_ids))
 
     def peek_many(
         self,
         keys: torch.Tensor,
         fingerprints: torch.Tensor | None = None,
         has_fingerprint: torch.Tensor | None = None,
-        pool_ids: torch.Tensor | None = None,
-    ) -> LookupOutcome:
+        pool_ids: Sequence[int] | torch.Tensor | None = None,
+    ) -> Lookup:
         """Like ``get_many`` without statistics or recency."""
-        check_keys(keys, self.device)
-        check_fingerprints(fingerprints, has_fingerprint, keys.shape[0], self.device)
-        pids = self._pool_ids(pool_ids, keys.shape[0])
-        return self.index.lookup(pids, keys, fingerprints, has_fingerprint, count=False)
+        rows = self._rows(keys, fingerprints, has_fingerprint, pool_ids)
+        return self.index.get_many(rows, count=False)
 
     def gather(
         self,
-        outcome: LookupOutcome,
+        outcome: Lookup,
         width: int | None = None,
-        pool_ids: torch.Tensor | None = None,
+        pool_ids: Sequence[int] | torch.Tensor | None = None,
     ) -> Batch:
         """The hits of ``outcome`` as a batch (``width`` default ``cl``); misses are empty."""
-        pids = self._pool_ids(pool_ids, outcome.slot.shape[0])
-        return self.slab.gather(self._global(pids, outcome), width)
+        return self.slab.gather(self._slots(outcome, pool_ids), width)
 
-    def read(self, outcome: LookupOutcome, pool_ids: torch.Tensor | None = None) -> Entries:
+    def read(
+        self, outcome: Lookup, pool_ids: Sequence[int] | torch.Tensor | None = None
+    ) -> Entries:
         """Copies of the hit entries in slab layout (misses: empty entries)."""
-        pids = self._pool_ids(pool_ids, outcome.slot.shape[0])
-        return self.slab.read(self._global(pids, outcome))
+        return self.slab.read(self._slots(outcome, pool_ids))
 
     def put_many(
         self,
@@ -127,26 +154,39 @@ class SlotPool:
         has_fingerprint: torch.Tensor | None = None,
         priorities: torch.Tensor | None = None,
         has_priority: torch.Tensor | None = None,
-        pool_ids: torch.Tensor | None = None,
-    ) -> PutOutcome:
+        pool_ids: Sequence[int] | torch.Tensor | None = None,
+    ) -> PutResult:
         """The fold of ``put``: row ``b`` of ``entries`` under ``keys[b]``."""
-        check_keys(keys, self.device)
-        rows = keys.shape[0]
-        check_entries(entries, rows, self.shape, self.context_length, self.device, self.slab.dtype)
-        check_fingerprints(fingerprints, has_fingerprint, rows, self.device)
-        check_priorities(priorities, has_priority, rows, self.device)
-        self.index.check_priorities(priorities)
-        check_finite_priorities(priorities, has_priority)
-        pids = self._pool_ids(pool_ids, rows)
-        out = self.index.put(pids, keys, fingerprints, has_fingerprint, priorities, has_priority)
-        # The index's trash element and the slab's TRASH slot play the same role.
-        target = torch.where(
-            out.write == self.index.trash, torch.full_like(out.write, self.slab.trash), out.write
-        )
-        self.slab.write(target, entries)
+        rows = self._rows(keys, fingerprints, has_fingerprint, pool_ids)
+        self.slab.check_entries(entries, rows.count)
+        return self.store_many(self.prioritised(rows, priorities, has_priority), entries)
+
+    def prioritised(
+        self, rows: Rows, priorities: torch.Tensor | None, has_priority: torch.Tensor | None
+    ) -> Rows:
+        """``rows`` with priorities, checked in the spec's order: shapes, then whether this
+        policy takes priorities, then finiteness."""
+        rows = rows.with_priorities(priorities, has_priority)
+        self.index.check_priorities(rows)
+        rows.check_finite_priorities()
+        return rows
+
+    def store_many(self, rows: Rows, entries: Entries) -> PutResult:
+        """Ready entries (checked) under checked ``rows``: the index decides, the slab writes."""
+        placement = self.index.put(rows)
+        self.slab.write(placement.result.write, entries)
         if checks.ENABLED:
             self.check()
-        return out
+        return placement.result
+
+    def store_batch(self, rows: Rows, batch: Batch, correction: Correction) -> PutResult:
+        """Row ``b`` of a checked ``batch`` (split, window rule) under checked ``rows``."""
+        plan = self.slab.plan_store(batch, correction)  # may refuse lengths: before the put
+        placement = self.index.put(rows)
+        self.slab.store(placement, batch, correction, plan)
+        if checks.ENABLED:
+            self.check()
+        return placement.result
 
     # ------------------------------------------------------------------ host level
     def evict(self, key: int, pool_id: int = 0) -> None:
@@ -172,9 +212,7 @@ class SlotPool:
             return False
         try:
             self.index.slot_of(0, key)
-        except KeyError:
-            return False
-        except ValueError:
+        except (KeyError, ValueError):
             return False
         return True
 
@@ -196,6 +234,12 @@ class SlotPool:
     def reset_stats(self) -> None:
         self.index.reset_stats()
 
+    def entry_at(self, slot: int, pool_id: int = 0) -> Entries:
+        """A copy of the entry in ``slot`` of pool ``pool_id`` (one row of ``Entries``)."""
+        self.index.check_pool_id(pool_id)
+        flat = self.region.base + pool_id * self.capacity + self.index.check_slot(slot)
+        return self.slab.read(torch.tensor([flat], device=self.device))
+
     @property
     def storage_bytes(self) -> int:
         return self.slab.storage_bytes
@@ -203,6 +247,7 @@ class SlotPool:
     def check(self) -> None:
         """Runtime contracts: the index's, plus stored lengths within the context."""
         self.index.check()
-        lengths = self.slab.lengths[: self.slab.num_slots]
+        lo, hi = self.region.base, self.region.base + self.region.slots
+        lengths = self.slab.lengths[lo:hi]
         if bool(((lengths < 0) | (lengths > self.context_length)).any()):
             raise ContractViolation("a stored length lies outside [0, cl]")

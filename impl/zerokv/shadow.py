@@ -12,7 +12,8 @@ What is compared:
 * **lookups** - per row the tier that hit, the slot in that tier's pool and the collision
   flag (and that the global slab slot is the one that tier and slot imply);
 * **puts** - per row the slot written, the key evicted and whether it was an insert; after
-  every put the stored keys of every slot of every pool;
+  every put the ``PoolState`` of every pool (``zerokv.testing.views``: slot keys,
+  fingerprints, eviction order, size, statistics, priorities, FIFO pointer);
 * **statistics** - the manager's counters and every pool's ``PoolStats``, after every
   operation that can change them;
 * **K/V data, bit-exactly** (up to the sign of zero) - the spec models a token as one
@@ -23,36 +24,21 @@ What is compared:
   values. A lookup remembers the side-table rows of its hits (the spec's answer, not the
   implementation's); ``gather`` / ``read`` / ``entry_at`` must return exactly those
   tensors, and after every put the written slab slots must hold exactly them.
-* **errors** - when the implementation rejects a call, the spec must reject it with the
-  same error type (tensor-only errors - ``ShapeError`` / ``DTypeError`` / ``DeviceError`` -
-  have no spec counterpart), and no pool may have changed.
+* **errors** - ``zerokv.testing.mirror``'s rule: when the implementation rejects a call,
+  the spec must reject it with the same error type (errors about tensors - ``ShapeError``
+  / ``DTypeError`` / ``DeviceError`` - and arguments the spec cannot represent are not
+  compared), and no pool may have changed.
 
 Two intentional differences are not reported: ``gather`` without a width is compared with
 the spec's ``gather(width=cl)`` (the implementation's static width), and ``read`` has no
-spec counterpart (it is compared with the side table). Everything else the implementation
-does differently is reported, including uses that the spec defines differently, e.g. a
-``gather`` narrower than its longest entry, or a ``gather`` of a lookup whose slot was
-overwritten after the lookup.
+spec counterpart (it is compared with the side table).
 
-This is a **debugging tool**. Every call reads its results back to the host (on CUDA:
-a synchronisation per call), keeps a tensor copy per stored entry, compares every pool's
-slot keys after every store, and runs the pure-Python spec, whose pools re-check all their
-invariants on every operation. Measured cost (CPU, torch 2.13, 1 thread, minimum of 5
-interleaved runs; ``python`` timings of whole workloads, shadow vs plain):
-
-* ``zerokv.lightzero.KVCacheManager`` replaying LightZero's call pattern (per step and
-  environment a root lookup and store, then N simulations of ``hierarchical_get`` +
-  ``set_recur_cache``): small config (L=2, H=2, d=8, cl=8, 4 envs, N=16, pools 32/64)
-  0.14 -> 0.40 ms per call, **2.8x**; Atari legacy sizes (L=2, H=8, d=96, cl=8, 8 envs,
-  N=25, pools 256/200) 0.17 -> 0.75 ms per call, **4.4x**;
-* ``CacheManager`` batched (B=8 rows per lookup / gather / store_*_batch, Atari legacy
-  sizes): 0.33 -> 2.7 ms per operation, **8x** (the spec folds row by row).
-
-(With the device-resident index forced on the CPU, ``checks.CPU_SHORTCUTS = False``,
-the plain runs are slower and the factors 2.0x / 2.9x / 4.5x.) The factor grows with
-the pools' capacities and the batch size, and will be larger against a GPU run, where
-the plain path never synchronises. Use it in tests and when hunting a bug, never in
-training.
+This is a **debugging tool**. Every call reads its results back to the host (on CUDA: a
+synchronisation per call), keeps a tensor copy per stored entry, compares every pool's
+state after every store, and runs the pure-Python spec, whose pools re-check all their
+invariants on every operation: several times slower than the plain manager (3-8x in
+CPU measurements of LightZero-shaped workloads). Use it in tests and when hunting a bug,
+never in training.
 """
 
 from __future__ import annotations
@@ -64,26 +50,21 @@ from typing import NoReturn, TypeVar
 import torch
 
 from zerokv.entry import Batch, Correction, Entries, append
-from zerokv.errors import (
-    BatchError,
-    ConfigError,
-    ContractViolation,
-    DeviceError,
-    DTypeError,
-    ShapeError,
-    ZeroKVError,
-)
-from zerokv.index import PutOutcome
+from zerokv.errors import BatchError, ConfigError, ContractViolation
+from zerokv.index import PutResult, TierLookup
 from zerokv.keys import KeyFn
-from zerokv.manager import CacheConfig, CacheManager, TierLookup
+from zerokv.manager import CacheConfig, CacheManager
 from zerokv.slab import Slab
+from zerokv.testing.mirror import TENSOR_ONLY, Outcome, attempt, disagreement
+from zerokv.testing.views import spec_pool_state, state_differences
 from zerokv_spec.entry import Batch as SpecBatch
 from zerokv_spec.entry import Correction as SpecCorrection
 from zerokv_spec.entry import Entry
 from zerokv_spec.manager import CacheManager as SpecManager
 from zerokv_spec.manager import Tier
 from zerokv_spec.manager import TierLookup as SpecTierLookup
-from zerokv_spec.pool import PutResult, SlotPool
+from zerokv_spec.pool import PutResult as SpecPutResult
+from zerokv_spec.pool import SlotPool
 from zerokv_spec.stats import ManagerStats, PoolStats
 
 __all__ = ["ShadowDivergence", "ShadowManager", "ShadowTierLookup"]
@@ -91,8 +72,8 @@ __all__ = ["ShadowDivergence", "ShadowManager", "ShadowTierLookup"]
 R = TypeVar("R")
 S = TypeVar("S")
 
-#: Errors about tensors the spec cannot see (it has no tensors).
-_TENSOR_ONLY = (ShapeError, DTypeError, DeviceError)
+EnvIds = Sequence[int] | torch.Tensor
+SideKey = tuple[Tier, int, int]  # (tier, pool, key as that pool stores it)
 
 
 class ShadowDivergence(ContractViolation):
@@ -109,6 +90,10 @@ class ShadowDivergence(ContractViolation):
         )
 
 
+class _Unrepresentable(Exception):
+    """The arguments have no spec counterpart (the spec's answer is not compared)."""
+
+
 @dataclass(frozen=True)
 class _Stored:
     """A side-table row: the exact K/V ``[L, 2, H, cl, d]`` (slab layout) and its length."""
@@ -116,6 +101,19 @@ class _Stored:
     version: int
     kv: torch.Tensor
     length: int
+
+
+@dataclass(frozen=True)
+class _SpecRows:
+    """The per-row arguments as the spec takes them."""
+
+    envs: list[int]
+    keys: list[int]
+    fps: list[int | None] | None
+    prios: list[float | None] | None
+
+    def fp(self, b: int) -> int | None:
+        return None if self.fps is None else self.fps[b]
 
 
 @dataclass(frozen=True)
@@ -136,11 +134,8 @@ def _same(operation: str, what: str, implementation: object, spec: object) -> No
 
 
 def _same_tensor(operation: str, what: str, got: torch.Tensor, want: torch.Tensor) -> None:
-    """Bit-exact equality, except that +0.0 and -0.0 count as equal.
-
-    (The implementation zeroes padding by multiplying with a 0/1 mask, which turns a
-    negative token into -0.0; NaNs compare equal only with the same bits.)
-    """
+    """Bit-exact equality, except that +0.0 and -0.0 count as equal (NaNs compare equal
+    only with the same bits)."""
     if got.shape != want.shape or got.dtype != want.dtype:
         _diverge(operation, f"{what} (shape, dtype)", (tuple(got.shape), got.dtype), want.dtype)
     a, b = got.detach().cpu(), want.detach().cpu()
@@ -160,34 +155,40 @@ def _same_tensor(operation: str, what: str, got: torch.Tensor, want: torch.Tenso
         )
 
 
-def _env_list(env_ids: Sequence[int] | torch.Tensor) -> list[int]:
-    if isinstance(env_ids, torch.Tensor):
-        return [int(e) for e in env_ids.tolist()]
-    return list(env_ids)
-
-
-def _optional_list(
-    values: torch.Tensor | None, present: torch.Tensor | None
-) -> list[int | None] | None:
+def _host_values(values: torch.Tensor | None, present: torch.Tensor | None) -> list[object] | None:
+    """A tensor's values as host values (None where ``present`` is False)."""
     if values is None:
+        if present is not None:
+            raise _Unrepresentable("a mask without values")
         return None
+    if not isinstance(values, torch.Tensor) or values.dim() != 1:
+        raise _Unrepresentable("not a [B] tensor")
     flags = [True] * values.shape[0] if present is None else present.tolist()
     return [v if f else None for v, f in zip(values.tolist(), flags)]
 
 
-def _optional_floats(
-    values: torch.Tensor | None, present: torch.Tensor | None
-) -> list[float | None] | None:
-    if values is None:
-        return None
-    flags = [True] * values.shape[0] if present is None else present.tolist()
-    return [float(v) if f else None for v, f in zip(values.tolist(), flags)]
-
-
-def _rows_of(keys: object) -> int:
-    if isinstance(keys, torch.Tensor) and keys.dim() == 1:
-        return int(keys.shape[0])
-    return 0
+def _spec_rows(
+    env_ids: EnvIds,
+    keys: torch.Tensor,
+    fingerprints: tuple[torch.Tensor | None, torch.Tensor | None],
+    priorities: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+) -> _SpecRows:
+    """The spec's arguments for the same call, values and their host types kept as given
+    (a float env id stays a float, so the spec refuses what the manager refuses)."""
+    if isinstance(env_ids, torch.Tensor):
+        if env_ids.dim() != 1:
+            raise _Unrepresentable("env ids of another rank")
+        envs = env_ids.tolist()
+    elif isinstance(env_ids, Sequence) and not isinstance(env_ids, (str, bytes)):
+        envs = list(env_ids)
+    else:
+        raise _Unrepresentable(f"env ids of type {type(env_ids).__name__}")
+    key_list = _host_values(keys, None)
+    if key_list is None:
+        raise _Unrepresentable("no keys")
+    fps = _host_values(*fingerprints)
+    prios = _host_values(*priorities)
+    return _SpecRows(envs, key_list, fps, prios)  # type: ignore[arg-type]
 
 
 def _tokens(value: float, count: int, num_layers: int) -> tuple[tuple[float, ...], ...]:
@@ -239,7 +240,7 @@ class ShadowManager:
         for env, pool in enumerate(self.spec.roots):
             pool.stats = impl.root_stats(env)
         self.spec.recurrent.stats = impl.recurrent_stats()
-        self.side: dict[tuple[Tier, int, int], _Stored] = {}
+        self.side: dict[SideKey, _Stored] = {}
         self._next_version = 0
         self.compared = 0  # operations compared so far
 
@@ -266,84 +267,55 @@ class ShadowManager:
         return self.impl.slab
 
     def keys_of(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The implementation's keys (pure functions: compared by the hashing tests)."""
+        """The implementation's keys (pure functions: compared by the key tests)."""
         return self.impl.keys_of(latents)
-
-    def recurrent_keys(
-        self,
-        envs: torch.Tensor,
-        keys: torch.Tensor,
-        fingerprints: torch.Tensor | None,
-        has_fingerprint: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        return self.impl.recurrent_keys(envs, keys, fingerprints, has_fingerprint)
 
     # ------------------------------------------------------------------ machinery
     def _call(
         self,
         operation: str,
         impl_fn: Callable[[], R],
-        spec_builder: Callable[[], Callable[[], S]],
+        spec_fn: Callable[[], Callable[[], S]],
     ) -> tuple[R, S]:
-        """Run the implementation, then the spec; mirror errors (module docstring)."""
+        """Run the implementation, then the spec (``spec_fn`` builds the spec's call and
+        may find the arguments unrepresentable); mirror errors (module docstring)."""
         self.compared += 1
+        impl = attempt(impl_fn)
         try:
-            result = impl_fn()
-        except ZeroKVError as err:
-            self._mirror_error(operation, err, spec_builder)
-            raise
-        spec_fn = spec_builder()
-        try:
-            spec_result = spec_fn()
-        except ZeroKVError as spec_err:
-            _diverge(operation, "outcome", "succeeded", f"{type(spec_err).__name__}: {spec_err}")
-        return result, spec_result
-
-    def _mirror_error(
-        self,
-        operation: str,
-        err: ZeroKVError,
-        spec_builder: Callable[[], Callable[[], object]],
-    ) -> None:
-        if not isinstance(err, _TENSOR_ONLY):
-            try:
-                spec_fn = spec_builder()
-            except Exception:  # the spec cannot even represent the arguments
-                spec_fn = None
-            if spec_fn is not None:
-                try:
-                    spec_fn()
-                except ZeroKVError as spec_err:
-                    if type(spec_err) is not type(err):
-                        _diverge(
-                            operation,
-                            "error type",
-                            f"{type(err).__name__}: {err}",
-                            f"{type(spec_err).__name__}: {spec_err}",
-                        )
-                else:
-                    _diverge(operation, "outcome", f"{type(err).__name__}: {err}", "succeeded")
-        self._compare_state(operation, full=True)
+            spec_call = spec_fn()
+        except _Unrepresentable:
+            spec_call = None
+        if impl.error is not None:
+            if spec_call is not None and not isinstance(impl.error, TENSOR_ONLY):
+                words = disagreement(attempt(spec_call), impl)
+                if words is not None:
+                    _diverge(operation, "outcome", *words)
+            self._compare_state(operation, full=True)
+            raise impl.error
+        if spec_call is None:
+            _diverge(operation, "outcome", "succeeded", "arguments the spec cannot represent")
+        spec: Outcome[S] = attempt(spec_call)
+        if spec.error is not None:
+            _diverge(
+                operation, "outcome", "succeeded", f"{type(spec.error).__name__}: {spec.error}"
+            )
+        return impl.value, spec.value  # type: ignore[return-value]
 
     def _pool_of(self, tier: Tier, env: int) -> SlotPool[Entry]:
         return self.spec.roots[env] if tier is Tier.ROOT else self.spec.recurrent
 
-    def _side_key(
-        self, tier: Tier, env: int, key: int, fingerprint: int | None
-    ) -> tuple[Tier, int, int]:
+    def _side_key(self, tier: Tier, env: int, key: int, fingerprint: int | None) -> SideKey:
         if tier is Tier.ROOT:
             return (Tier.ROOT, env, key)
         return (Tier.RECURRENT, 0, self.spec.recurrent_key(env, key, fingerprint)[0])
 
-    def _side_row(self, operation: str, side_key: tuple[Tier, int, int]) -> _Stored:
+    def _side_row(self, operation: str, side_key: SideKey) -> _Stored:
         stored = self.side.get(side_key)
         if stored is None:
             _diverge(operation, f"side table has no row for {side_key}", None, "a stored entry")
         return stored
 
-    def _check_spec_entry(
-        self, operation: str, side_key: tuple[Tier, int, int], entry: Entry | None
-    ) -> _Stored:
+    def _check_spec_entry(self, operation: str, side_key: SideKey, entry: Entry | None) -> _Stored:
         """The side-table row of ``side_key``, checked against the spec's entry."""
         stored = self._side_row(operation, side_key)
         if entry is None:
@@ -357,41 +329,21 @@ class ShadowManager:
     def _compare_stats(self, operation: str) -> None:
         _same(operation, "manager statistics", self.impl.stats(), self.spec.stats)
         for env, pool in enumerate(self.spec.roots):
-            got = self.impl.root_stats(env)
-            _same(operation, f"root pool {env} statistics", got, pool.stats)
+            _same(operation, f"root pool {env} statistics", self.impl.root_stats(env), pool.stats)
         got_rec = self.impl.recurrent_stats()
         _same(operation, "recurrent pool statistics", got_rec, self.spec.recurrent.stats)
 
     def _compare_state(self, operation: str, *, full: bool = False) -> None:
-        """Stored keys of every slot (and, ``full``, eviction orders, statistics, budget)."""
-        for env, pool in enumerate(self.spec.roots):
-            _same(
-                operation,
-                f"root pool {env} slot keys",
-                self.impl.root_slot_keys(env),
-                pool.slot_keys,
-            )
-        _same(
-            operation,
-            "recurrent pool slot keys",
-            self.impl.recurrent_slot_keys(),
-            self.spec.recurrent.slot_keys,
-        )
+        """Every pool's ``PoolState`` (``full``: also the statistics and the search budget)."""
+        pools = [(f"root pool {e}", self.impl.root, e, p) for e, p in enumerate(self.spec.roots)]
+        pools.append(("recurrent pool", self.impl.recurrent, 0, self.spec.recurrent))
+        for name, impl_pool, pool_id, spec_pool in pools:
+            for field, want, got in state_differences(
+                spec_pool_state(spec_pool), impl_pool.index.view(pool_id)
+            ):
+                _diverge(operation, f"{name} {field.replace('_', ' ')}", got, want)
         if not full:
             return
-        for env, pool in enumerate(self.spec.roots):
-            _same(
-                operation,
-                f"root pool {env} eviction order",
-                self.impl.root.eviction_order(env),
-                pool.eviction_order(),
-            )
-        _same(
-            operation,
-            "recurrent eviction order",
-            self.impl.recurrent.eviction_order(0),
-            self.spec.recurrent.eviction_order(),
-        )
         _same(
             operation,
             "search (budget, used)",
@@ -401,7 +353,7 @@ class ShadowManager:
         self._compare_stats(operation)
 
     def _expected_batch(
-        self, operation: str, rows: Sequence[_Stored | None], width: int
+        self, rows: Sequence[_Stored | None], width: int
     ) -> tuple[torch.Tensor, list[int]]:
         cfg = self.impl.config
         shape = (cfg.num_layers, 2, cfg.num_heads, cfg.context_length, cfg.head_dim)
@@ -417,51 +369,40 @@ class ShadowManager:
     # ------------------------------------------------------------------ lookups
     def lookup_many(
         self,
-        env_ids: Sequence[int] | torch.Tensor,
+        env_ids: EnvIds,
         keys: torch.Tensor,
         fingerprints: torch.Tensor | None = None,
         has_fingerprint: torch.Tensor | None = None,
         tiers: str = "hierarchical",
     ) -> ShadowTierLookup:
-        """``CacheManager.lookup``, compared row by row with the spec's ``lookup_many``."""
-        op = f"lookup(tiers={tiers!r})"
-        envs: list[int] = []
-        key_list: list[int] = []
-        fps: list[int | None] = []
+        """``CacheManager.lookup_many``, compared row by row with the spec's."""
+        op = f"lookup_many(tiers={tiers!r})"
+        args: list[_SpecRows] = []
 
-        def spec_builder() -> Callable[[], list[SpecTierLookup]]:
-            envs[:] = _env_list(env_ids)
-            key_list[:] = [int(k) for k in keys.tolist()]
-            given = _optional_list(fingerprints, has_fingerprint)
-            fps[:] = [None] * len(key_list) if given is None else given
-            return lambda: self.spec.lookup_many(envs, key_list, given, tiers)
+        def spec_fn() -> Callable[[], list[SpecTierLookup]]:
+            args.append(_spec_rows(env_ids, keys, (fingerprints, has_fingerprint)))
+            a = args[0]
+            return lambda: self.spec.lookup_many(a.envs, a.keys, a.fps, tiers)
 
         found, spec_rows = self._call(
             op,
             lambda: self.impl.lookup_many(env_ids, keys, fingerprints, has_fingerprint, tiers),
-            spec_builder,
+            spec_fn,
         )
-        cfg = self.impl.config
+        a = args[0]
         tier_l, slot_l, coll_l, glob_l = (
             t.tolist() for t in (found.tier, found.slot, found.collided, found.global_slot)
         )
         expected: list[_Stored | None] = []
         for b, row in enumerate(spec_rows):
             got = (int(tier_l[b]), None if tier_l[b] == 0 else int(slot_l[b]), bool(coll_l[b]))
-            _same(
-                op, f"row {b} (tier, slot, collided)", got, (int(row.tier), row.slot, row.collided)
-            )
-            if row.tier is Tier.ROOT and row.slot is not None:
-                want_global = envs[b] * cfg.root_capacity + row.slot
-            elif row.tier is Tier.RECURRENT and row.slot is not None:
-                want_global = self.impl.recurrent_base + row.slot
-            else:
-                want_global = self.impl.slab.zero
-            _same(op, f"row {b} global slot", int(glob_l[b]), want_global)
+            want = (int(row.tier), row.slot, row.collided)
+            _same(op, f"row {b} (tier, slot, collided)", got, want)
+            _same(op, f"row {b} global slot", int(glob_l[b]), self._global_slot(row, a.envs[b]))
             if row.tier is Tier.MISS:
                 expected.append(None)
             else:
-                side_key = self._side_key(row.tier, envs[b], key_list[b], fps[b])
+                side_key = self._side_key(row.tier, a.envs[b], a.keys[b], a.fp(b))
                 expected.append(self._check_spec_entry(op, side_key, row.entry))
         self._compare_stats(op)
         return ShadowTierLookup(
@@ -472,6 +413,13 @@ class ShadowManager:
             tuple(spec_rows),
             tuple(expected),
         )
+
+    def _global_slot(self, row: SpecTierLookup, env: int) -> int:
+        if row.tier is Tier.ROOT and row.slot is not None:
+            return env * self.impl.config.root_capacity + row.slot
+        if row.tier is Tier.RECURRENT and row.slot is not None:
+            return self.impl.recurrent_base + row.slot
+        return self.impl.slab.zero
 
     def _shadow_lookup(self, operation: str, found: TierLookup) -> ShadowTierLookup:
         if not isinstance(found, ShadowTierLookup):
@@ -493,43 +441,38 @@ class ShadowManager:
                 lambda: self.spec.gather(list(shadow.spec_rows), cl if width is None else width)
             ),
         )
-        want_kv, want_len = self._expected_batch(op, shadow.expected, spec_batch.width)
+        want_kv, want_len = self._expected_batch(shadow.expected, spec_batch.width)
         _same(op, "batch lengths", [int(n) for n in batch.lengths.tolist()], want_len)
         _same(op, "spec batch lengths", want_len, list(spec_batch.lengths))
         _same_tensor(op, "batch K/V", batch.kv, want_kv)
         return batch
 
-    def gather_append(self, found: TierLookup, new_kv: torch.Tensor) -> Batch:
-        """``CacheManager.gather_append``; compared bit-exactly with ``gather`` (itself
-        checked against the spec) followed by ``append``."""
-        op = "gather_append"
-        fused = self.impl.gather_append(found, new_kv)
+    def _fused(self, op: str, fused: Batch, found: TierLookup, new_kv: torch.Tensor) -> Batch:
+        """A fused gather compared bit-exactly with ``gather`` (itself checked against the
+        spec) followed by ``append`` of ``new_kv``."""
         want = append(self.gather(found), new_kv, self.impl.config.context_length)
         _same(op, "batch lengths", fused.lengths.tolist(), want.lengths.tolist())
         _same_tensor(op, "batch K/V", fused.kv, want.kv)
         return fused
 
+    def gather_append(self, found: TierLookup, new_kv: torch.Tensor) -> Batch:
+        """``CacheManager.gather_append``, compared with ``gather`` then ``append``."""
+        return self._fused("gather_append", self.impl.gather_append(found, new_kv), found, new_kv)
+
     def gather_reserve(self, found: TierLookup, t: int) -> Batch:
-        """``CacheManager.gather_reserve``; compared bit-exactly with ``gather`` (itself
-        checked against the spec) followed by ``append`` of ``t`` zero tokens."""
-        op = "gather_reserve"
+        """``CacheManager.gather_reserve``, compared with ``gather`` then ``append`` of
+        ``t`` zero tokens."""
         fused = self.impl.gather_reserve(found, t)
-        base = self.gather(found)
-        shape = base.kv.shape
-        zeros = base.kv.new_zeros((shape[0], 2, shape[2], shape[3], t, shape[5]))
-        want = append(base, zeros, self.impl.config.context_length)
-        _same(op, "batch lengths", fused.lengths.tolist(), want.lengths.tolist())
-        _same_tensor(op, "batch K/V", fused.kv, want.kv)
-        return fused
+        shape = fused.kv.shape
+        zeros = fused.kv.new_zeros((shape[0], 2, shape[2], shape[3], t, shape[5]))
+        return self._fused("gather_reserve", fused, found, zeros)
 
     def read(self, found: TierLookup) -> Entries:
         """``CacheManager.read``; compared bit-exactly with the side table."""
         op = "read"
         shadow = self._shadow_lookup(op, found)
         entries = self.impl.read(found)
-        want_kv, want_len = self._expected_batch(
-            op, shadow.expected, self.impl.config.context_length
-        )
+        want_kv, want_len = self._expected_batch(shadow.expected, self.impl.config.context_length)
         _same(op, "entry lengths", [int(n) for n in entries.lengths.tolist()], want_len)
         _same_tensor(op, "entries K/V", entries.kv, want_kv)
         return entries
@@ -538,47 +481,35 @@ class ShadowManager:
     def _store(
         self,
         operation: str,
-        tier: Tier,
-        impl_fn: Callable[[], PutOutcome],
-        spec_op: Callable[
-            [list[int], list[int], list[int | None] | None, list[float | None] | None, list[int]],
-            list[PutResult],
-        ],
+        impl_fn: Callable[[], PutResult],
+        spec_fn: Callable[[_SpecRows, list[int]], Callable[[], list[SpecPutResult]]],
+        args: Callable[[], _SpecRows],
         stored_rows: Callable[[], list[tuple[torch.Tensor, int]]],
-        env_ids: Sequence[int] | torch.Tensor,
-        keys: torch.Tensor,
-        fingerprints: torch.Tensor | None,
-        has_fingerprint: torch.Tensor | None,
-        priorities: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
-    ) -> PutOutcome:
-        rows = _rows_of(keys)
-        versions = list(range(self._next_version, self._next_version + rows))
-        self._next_version += rows
-        envs: list[int] = []
-        key_list: list[int] = []
-        fps: list[int | None] = []
+    ) -> PutResult:
+        """One store: the spec's results row by row, then the side table and the slab."""
+        tier = Tier.ROOT if "root" in operation else Tier.RECURRENT
+        spec_args: list[_SpecRows] = []
 
-        def spec_builder() -> Callable[[], list[PutResult]]:
-            envs[:] = _env_list(env_ids)
-            key_list[:] = [int(k) for k in keys.tolist()]
-            given = _optional_list(fingerprints, has_fingerprint)
-            fps[:] = [None] * len(key_list) if given is None else given
-            prios = _optional_floats(priorities, has_priority)
-            return lambda: spec_op(envs, key_list, given, prios, versions)
+        def spec_call() -> Callable[[], list[SpecPutResult]]:
+            spec_args.append(args())
+            a = spec_args[0]
+            versions = list(range(self._next_version, self._next_version + len(a.keys)))
+            return spec_fn(a, versions)
 
-        out, results = self._call(operation, impl_fn, spec_builder)
+        out, results = self._call(operation, impl_fn, spec_call)
+        a = spec_args[0]
+        versions = list(range(self._next_version, self._next_version + len(results)))
+        self._next_version += len(results)
         slot_l, ev_l, evm_l, ins_l = (
             t.tolist() for t in (out.slot, out.evicted, out.evicted_mask, out.inserted)
         )
+        data = stored_rows()
+        written: dict[SideKey, int] = {}
         for b, res in enumerate(results):
             got = (int(slot_l[b]), int(ev_l[b]) if evm_l[b] else None, bool(ins_l[b]))
             want = (res.slot, res.evicted, res.inserted)
             _same(operation, f"row {b} (slot, evicted, inserted)", got, want)
-        data = stored_rows()
-        written: dict[tuple[Tier, int, int], int] = {}
-        for b, res in enumerate(results):
-            side_key = self._side_key(tier, envs[b], key_list[b], fps[b])
+            side_key = self._side_key(tier, a.envs[b], a.keys[b], a.fp(b))
             if res.evicted is not None:
                 self.side.pop((tier, side_key[1], res.evicted), None)
                 written.pop((tier, side_key[1], res.evicted), None)
@@ -590,7 +521,7 @@ class ShadowManager:
         self._compare_stats(operation)
         return out
 
-    def _check_written(self, operation: str, written: dict[tuple[Tier, int, int], int]) -> None:
+    def _check_written(self, operation: str, written: dict[SideKey, int]) -> None:
         """Each key a put wrote: spec entry, side table and slab slot agree bit-exactly."""
         cfg = self.impl.config
         for side_key, slot in written.items():
@@ -615,98 +546,62 @@ class ShadowManager:
     def _store_many(
         self,
         operation: str,
-        tier: Tier,
-        impl_fn: Callable[[], PutOutcome],
-        env_ids: Sequence[int] | torch.Tensor,
-        keys: torch.Tensor,
+        impl_fn: Callable[[], PutResult],
+        args: Callable[[], _SpecRows],
         entries: Entries,
-        fingerprints: torch.Tensor | None,
-        has_fingerprint: torch.Tensor | None,
-        priorities: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
-    ) -> PutOutcome:
+    ) -> PutResult:
         spec_store = (
-            self.spec.store_root_many if tier is Tier.ROOT else self.spec.store_recurrent_many
+            self.spec.store_root_many if "root" in operation else self.spec.store_recurrent_many
         )
 
-        def spec_op(
-            envs: list[int],
-            key_list: list[int],
-            fps: list[int | None] | None,
-            prios: list[float | None] | None,
-            versions: list[int],
-        ) -> list[PutResult]:
-            lengths = [int(n) for n in entries.lengths.tolist()]
-            return spec_store(envs, key_list, self._spec_entries(versions, lengths), fps, prios)
+        def lengths() -> list[int]:
+            if not isinstance(entries, Entries):
+                raise _Unrepresentable(f"entries of type {type(entries).__name__}")
+            return [int(n) for n in entries.lengths.tolist()]
+
+        def spec_fn(a: _SpecRows, versions: list[int]) -> Callable[[], list[SpecPutResult]]:
+            rows = self._spec_entries(versions, lengths())
+            return lambda: spec_store(a.envs, a.keys, rows, a.fps, a.prios)
 
         def stored_rows() -> list[tuple[torch.Tensor, int]]:
-            lengths = [int(n) for n in entries.lengths.tolist()]
-            return [(entries.kv[:, :, b], n) for b, n in enumerate(lengths)]
+            return [(entries.kv[:, :, b], n) for b, n in enumerate(lengths())]
 
-        return self._store(
-            operation,
-            tier,
-            impl_fn,
-            spec_op,
-            stored_rows,
-            env_ids,
-            keys,
-            fingerprints,
-            has_fingerprint,
-            priorities,
-            has_priority,
-        )
+        return self._store(operation, impl_fn, spec_fn, args, stored_rows)
 
     def _store_batch(
         self,
         operation: str,
-        tier: Tier,
-        impl_fn: Callable[[], PutOutcome],
-        env_ids: Sequence[int] | torch.Tensor,
-        keys: torch.Tensor,
+        impl_fn: Callable[[], PutResult],
+        args: Callable[[], _SpecRows],
         batch: Batch,
         correction: Correction,
-        fingerprints: torch.Tensor | None,
-        has_fingerprint: torch.Tensor | None,
-        priorities: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
-    ) -> PutOutcome:
+    ) -> PutResult:
         spec_store = (
-            self.spec.store_root_batch if tier is Tier.ROOT else self.spec.store_recurrent_batch
+            self.spec.store_root_batch if "root" in operation else self.spec.store_recurrent_batch
         )
         cfg = self.impl.config
 
-        def spec_op(
-            envs: list[int],
-            key_list: list[int],
-            fps: list[int | None] | None,
-            prios: list[float | None] | None,
-            versions: list[int],
-        ) -> list[PutResult]:
+        def spec_fn(a: _SpecRows, versions: list[int]) -> Callable[[], list[SpecPutResult]]:
+            if not isinstance(batch, Batch):
+                raise _Unrepresentable(f"a batch of type {type(batch).__name__}")
             lengths = [int(n) for n in batch.lengths.tolist()]
             width, layers = batch.width, batch.num_layers
             rows = tuple((0.0,) * (width - n) + (float(v),) * n for v, n in zip(versions, lengths))
             spec_batch = SpecBatch((rows,) * layers, (rows,) * layers, tuple(lengths), width)
             zero = SpecCorrection.zero(layers, cfg.context_length)
-            return spec_store(envs, key_list, spec_batch, zero, fps, prios)
+            return lambda: spec_store(a.envs, a.keys, spec_batch, zero, a.fps, a.prios)
 
         return self._store(
             operation,
-            tier,
             impl_fn,
-            spec_op,
+            spec_fn,
+            args,
             lambda: _reference_rows(batch, cfg.context_length, correction),
-            env_ids,
-            keys,
-            fingerprints,
-            has_fingerprint,
-            priorities,
-            has_priority,
         )
 
     def store_root_batch(
         self,
-        env_ids: Sequence[int] | torch.Tensor,
+        env_ids: EnvIds,
         keys: torch.Tensor,
         batch: Batch,
         correction: Correction,
@@ -714,34 +609,20 @@ class ShadowManager:
         has_fingerprint: torch.Tensor | None = None,
         priorities: torch.Tensor | None = None,
         has_priority: torch.Tensor | None = None,
-    ) -> PutOutcome:
+    ) -> PutResult:
         """``CacheManager.store_root_batch``, compared with the spec."""
+        fp, prio = (fingerprints, has_fingerprint), (priorities, has_priority)
         return self._store_batch(
             "store_root_batch",
-            Tier.ROOT,
-            lambda: self.impl.store_root_batch(
-                env_ids,
-                keys,
-                batch,
-                correction,
-                fingerprints,
-                has_fingerprint,
-                priorities,
-                has_priority,
-            ),
-            env_ids,
-            keys,
+            lambda: self.impl.store_root_batch(env_ids, keys, batch, correction, *fp, *prio),
+            lambda: _spec_rows(env_ids, keys, fp, prio),
             batch,
             correction,
-            fingerprints,
-            has_fingerprint,
-            priorities,
-            has_priority,
         )
 
     def store_recurrent_batch(
         self,
-        env_ids: Sequence[int] | torch.Tensor,
+        env_ids: EnvIds,
         keys: torch.Tensor,
         batch: Batch,
         correction: Correction,
@@ -749,136 +630,98 @@ class ShadowManager:
         has_fingerprint: torch.Tensor | None = None,
         priorities: torch.Tensor | None = None,
         has_priority: torch.Tensor | None = None,
-    ) -> PutOutcome:
+    ) -> PutResult:
         """``CacheManager.store_recurrent_batch``, compared with the spec."""
+        fp, prio = (fingerprints, has_fingerprint), (priorities, has_priority)
         return self._store_batch(
             "store_recurrent_batch",
-            Tier.RECURRENT,
-            lambda: self.impl.store_recurrent_batch(
-                env_ids,
-                keys,
-                batch,
-                correction,
-                fingerprints,
-                has_fingerprint,
-                priorities,
-                has_priority,
-            ),
-            env_ids,
-            keys,
+            lambda: self.impl.store_recurrent_batch(env_ids, keys, batch, correction, *fp, *prio),
+            lambda: _spec_rows(env_ids, keys, fp, prio),
             batch,
             correction,
-            fingerprints,
-            has_fingerprint,
-            priorities,
-            has_priority,
         )
 
     def store_root_many(
         self,
-        env_ids: Sequence[int] | torch.Tensor,
+        env_ids: EnvIds,
         keys: torch.Tensor,
         entries: Entries,
         fingerprints: torch.Tensor | None = None,
         has_fingerprint: torch.Tensor | None = None,
         priorities: torch.Tensor | None = None,
         has_priority: torch.Tensor | None = None,
-    ) -> PutOutcome:
+    ) -> PutResult:
         """``CacheManager.store_root_many``, compared with the spec."""
+        fp, prio = (fingerprints, has_fingerprint), (priorities, has_priority)
         return self._store_many(
             "store_root_many",
-            Tier.ROOT,
-            lambda: self.impl.store_root_many(
-                env_ids, keys, entries, fingerprints, has_fingerprint, priorities, has_priority
-            ),
-            env_ids,
-            keys,
+            lambda: self.impl.store_root_many(env_ids, keys, entries, *fp, *prio),
+            lambda: _spec_rows(env_ids, keys, fp, prio),
             entries,
-            fingerprints,
-            has_fingerprint,
-            priorities,
-            has_priority,
         )
 
     def store_recurrent_many(
         self,
-        env_ids: Sequence[int] | torch.Tensor,
+        env_ids: EnvIds,
         keys: torch.Tensor,
         entries: Entries,
         fingerprints: torch.Tensor | None = None,
         has_fingerprint: torch.Tensor | None = None,
         priorities: torch.Tensor | None = None,
         has_priority: torch.Tensor | None = None,
-    ) -> PutOutcome:
+    ) -> PutResult:
         """``CacheManager.store_recurrent_many``, compared with the spec."""
+        fp, prio = (fingerprints, has_fingerprint), (priorities, has_priority)
         return self._store_many(
             "store_recurrent_many",
-            Tier.RECURRENT,
-            lambda: self.impl.store_recurrent_many(
-                env_ids, keys, entries, fingerprints, has_fingerprint, priorities, has_priority
-            ),
-            env_ids,
-            keys,
+            lambda: self.impl.store_recurrent_many(env_ids, keys, entries, *fp, *prio),
+            lambda: _spec_rows(env_ids, keys, fp, prio),
             entries,
-            fingerprints,
-            has_fingerprint,
-            priorities,
-            has_priority,
         )
 
-    # ------------------------------------------------------------------ priorities, searches
-    def set_priority(self, tier: Tier, env_id: int, key: int, priority: float) -> None:
-        op = "set_priority"
-        self._call(
-            op,
-            lambda: self.impl.set_priority(tier, env_id, key, priority),
-            lambda: lambda: self.spec.set_priority(tier, env_id, key, priority),
-        )
+    # ------------------------------------------------------------------ state changes
+    def _change(self, op: str, impl_fn: Callable[[], None], spec_fn: Callable[[], None]) -> None:
+        """An operation without a result: run both, then compare every pool and counter."""
+        self._call(op, impl_fn, lambda: spec_fn)
         self._compare_state(op, full=True)
+
+    def set_priority(self, tier: Tier, env_id: int, key: int, priority: float) -> None:
+        self._change(
+            "set_priority",
+            lambda: self.impl.set_priority(tier, env_id, key, priority),
+            lambda: self.spec.set_priority(tier, env_id, key, priority),
+        )
 
     def begin_search(self, nodes: int) -> None:
-        op = "begin_search"
-        self._call(
-            op,
+        self._change(
+            "begin_search",
             lambda: self.impl.begin_search(nodes),
-            lambda: lambda: self.spec.begin_search(nodes),
+            lambda: self.spec.begin_search(nodes),
         )
-        self._compare_state(op, full=True)
 
     def end_search(self) -> None:
-        op = "end_search"
-        self._call(op, self.impl.end_search, lambda: self.spec.end_search)
-        self._compare_state(op, full=True)
+        self._change("end_search", self.impl.end_search, self.spec.end_search)
 
-    # ------------------------------------------------------------------ clearing
-    def _forget(self, keep: Callable[[tuple[Tier, int, int]], bool]) -> None:
+    def _forget(self, keep: Callable[[SideKey], bool]) -> None:
         self.side = {k: v for k, v in self.side.items() if keep(k)}
 
     def clear_env(self, env_id: int) -> None:
-        op = "clear_env"
-        self._call(
-            op, lambda: self.impl.clear_env(env_id), lambda: lambda: self.spec.clear_env(env_id)
+        self._change(
+            "clear_env", lambda: self.impl.clear_env(env_id), lambda: self.spec.clear_env(env_id)
         )
         self._forget(lambda k: not (k[0] is Tier.ROOT and k[1] == env_id))
-        self._compare_state(op, full=True)
 
     def clear_roots(self) -> None:
-        op = "clear_roots"
-        self._call(op, self.impl.clear_roots, lambda: self.spec.clear_roots)
+        self._change("clear_roots", self.impl.clear_roots, self.spec.clear_roots)
         self._forget(lambda k: k[0] is not Tier.ROOT)
-        self._compare_state(op, full=True)
 
     def clear_recurrent(self) -> None:
-        op = "clear_recurrent"
-        self._call(op, self.impl.clear_recurrent, lambda: self.spec.clear_recurrent)
+        self._change("clear_recurrent", self.impl.clear_recurrent, self.spec.clear_recurrent)
         self._forget(lambda k: k[0] is not Tier.RECURRENT)
-        self._compare_state(op, full=True)
 
     def clear_all(self) -> None:
-        op = "clear_all"
-        self._call(op, self.impl.clear_all, lambda: self.spec.clear_all)
+        self._change("clear_all", self.impl.clear_all, self.spec.clear_all)
         self.side = {}
-        self._compare_state(op, full=True)
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> ManagerStats:
@@ -887,19 +730,17 @@ class ShadowManager:
         return got
 
     def root_stats(self, env_id: int | None = None) -> PoolStats:
+        def spec_stats() -> PoolStats:
+            if env_id is None:
+                return self.spec.root_stats()
+            self.spec.check_env(env_id)
+            return self.spec.roots[env_id].stats
+
         got, want = self._call(
-            "root_stats",
-            lambda: self.impl.root_stats(env_id),
-            lambda: lambda: self._spec_root_stats(env_id),
+            "root_stats", lambda: self.impl.root_stats(env_id), lambda: spec_stats
         )
         _same("root_stats", f"root statistics of env {env_id}", got, want)
         return got
-
-    def _spec_root_stats(self, env_id: int | None) -> PoolStats:
-        if env_id is None:
-            return self.spec.root_stats()
-        self.spec.check_env(env_id)
-        return self.spec.roots[env_id].stats
 
     def recurrent_stats(self) -> PoolStats:
         got = self.impl.recurrent_stats()
@@ -907,23 +748,20 @@ class ShadowManager:
         return got
 
     def reset_stats(self) -> None:
-        op = "reset_stats"
-        self._call(op, self.impl.reset_stats, lambda: self.spec.reset_stats)
-        self._compare_stats(op)
+        self._call("reset_stats", self.impl.reset_stats, lambda: self.spec.reset_stats)
+        self._compare_stats("reset_stats")
 
     # ------------------------------------------------------------------ inspection
     def root_slot_keys(self, env_id: int) -> list[int | None]:
+        def spec_keys() -> list[int | None]:
+            self.spec.check_env(env_id)
+            return list(self.spec.roots[env_id].slot_keys)
+
         got, want = self._call(
-            "root_slot_keys",
-            lambda: self.impl.root_slot_keys(env_id),
-            lambda: lambda: self._spec_root_slot_keys(env_id),
+            "root_slot_keys", lambda: self.impl.root_slot_keys(env_id), lambda: spec_keys
         )
         _same("root_slot_keys", f"root pool {env_id} slot keys", got, want)
         return got
-
-    def _spec_root_slot_keys(self, env_id: int) -> list[int | None]:
-        self.spec.check_env(env_id)
-        return list(self.spec.roots[env_id].slot_keys)
 
     def recurrent_slot_keys(self) -> list[int | None]:
         got = self.impl.recurrent_slot_keys()
@@ -945,13 +783,13 @@ class ShadowManager:
         op = "entry_at"
         pool_env = env_id if tier is Tier.ROOT else 0
 
-        def spec_builder() -> Callable[[], int | None]:
+        def spec_fn() -> Callable[[], int | None]:
             if tier is Tier.ROOT:
                 self.spec.check_env(env_id)
             pool = self._pool_of(Tier.ROOT if tier is Tier.ROOT else Tier.RECURRENT, pool_env)
             return lambda: pool.key_at(slot)
 
-        entries, key = self._call(op, lambda: self.impl.entry_at(tier, env_id, slot), spec_builder)
+        entries, key = self._call(op, lambda: self.impl.entry_at(tier, env_id, slot), spec_fn)
         if key is not None:
             side_tier = Tier.ROOT if tier is Tier.ROOT else Tier.RECURRENT
             stored = self._side_row(op, (side_tier, pool_env, key))

@@ -11,14 +11,34 @@ yields ``[L, 2, B, H, cl, d]``, in which ``[l, 0]`` is already the contiguous
 ``[B, H, cl, d]`` key block the attention of layer ``l`` reads. A store is one
 ``index_copy_`` along the same dimension. Nothing is allocated per entry after
 construction, and clearing a pool never touches the slab (the index forgets the slots).
+
+The slab owns every read and write of K/V: ``gather`` / ``gather_append`` /
+``gather_reserve`` / ``read`` out of it, ``write`` (ready entries) and ``store`` (a batch,
+split and windowed: ``zerokv.entry.store_rows``) into it. Where host reads are free (the
+CPU) a store first plans its rows on the host (``plan_store``): when the targets are
+consecutive slots (a FIFO pool taking new keys) the rows are computed straight into that
+slice of the slab, written once and never staged.
 """
 
 from __future__ import annotations
 
 import torch
 
-from zerokv.entry import Batch, Entries, _fit_width
-from zerokv.errors import BatchError, ConfigError
+from zerokv.entry import (
+    Batch,
+    Correction,
+    Entries,
+    RowPlan,
+    _fit_width,
+    check_new_tokens,
+    check_token_count,
+    plan_rows,
+    store_rows,
+    write_rows,
+)
+from zerokv.errors import BatchError, ConfigError, DeviceError, DTypeError, ShapeError
+from zerokv.index.base import Placement, positive_int
+from zerokv_spec.entry import overflow_drop
 
 __all__ = ["Slab"]
 
@@ -43,8 +63,7 @@ class Slab:
             ("head_dim", head_dim),
             ("context_length", context_length),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+            positive_int(value, name)
         if not dtype.is_floating_point:
             raise ConfigError(f"the K/V dtype must be a floating type, got {dtype}")
         self.num_slots = num_slots
@@ -60,6 +79,11 @@ class Slab:
         return self.kv.device
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(L, H, d)``: layers, heads and head size of every entry."""
+        return (int(self.kv.shape[0]), int(self.kv.shape[3]), int(self.kv.shape[5]))
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.kv.dtype
 
@@ -73,6 +97,55 @@ class Slab:
         """Bytes of the whole slab (payload of every slot, ZERO and TRASH included)."""
         return self.kv.numel() * self.kv.element_size() + self.lengths.numel() * 8
 
+    # ------------------------------------------------------------------ checks
+    def check_batch(self, batch: object, rows: int) -> Batch:
+        """A ``Batch`` of ``rows`` rows of this slab's shape, no wider than the context."""
+        if not isinstance(batch, Batch):
+            raise BatchError(f"expected a zerokv Batch, got {type(batch).__name__}")
+        self._check_kv(batch.kv, "batch", rows)
+        if batch.width > self.context_length:
+            raise BatchError(
+                f"batch width {batch.width} exceeds the context length {self.context_length}: "
+                "rows could hold more tokens than an entry can"
+            )
+        if tuple(batch.lengths.shape) != (rows,) or batch.lengths.dtype != torch.int64:
+            raise ShapeError(f"batch lengths must be ({rows},) int64")
+        return batch
+
+    def check_entries(self, entries: object, rows: int) -> Entries:
+        """``Entries`` of ``rows`` rows in this slab's layout."""
+        if not isinstance(entries, Entries):
+            raise BatchError(f"expected zerokv Entries, got {type(entries).__name__}")
+        self._check_kv(entries.kv, "entries", rows)
+        if entries.kv.shape[4] != self.context_length:
+            raise ShapeError(
+                f"entries must be {self.context_length} columns wide (slab layout), "
+                f"got {entries.kv.shape[4]}"
+            )
+        if tuple(entries.lengths.shape) != (rows,) or entries.lengths.dtype != torch.int64:
+            raise ShapeError(f"entry lengths must be ({rows},) int64")
+        return entries
+
+    def _check_kv(self, kv: torch.Tensor, what: str, rows: int) -> None:
+        layers, heads, head_dim = self.shape
+        if kv.dim() != 6:
+            raise ShapeError(f"{what} kv must be 6-d [L, 2, B, H, W, d], got {tuple(kv.shape)}")
+        got = (kv.shape[0], kv.shape[1], kv.shape[2], kv.shape[3], kv.shape[5])
+        want = (layers, 2, rows, heads, head_dim)
+        if got[:2] + got[3:] == want[:2] + want[3:] and got[2] != rows:
+            # The spec's error for the same mistake (more or fewer entries / rows than keys).
+            raise BatchError(f"got {rows} keys but {what} has {kv.shape[2]} rows")
+        if got != want:
+            raise ShapeError(
+                f"{what} kv must be [L={layers}, 2, B={rows}, H={heads}, W, d={head_dim}], "
+                f"got {tuple(kv.shape)}"
+            )
+        if kv.dtype != self.dtype:
+            raise DTypeError(f"{what} kv must have dtype {self.dtype}, got {kv.dtype}")
+        if kv.device != self.device:
+            raise DeviceError(f"{what} kv must be on {self.device}, got {kv.device}")
+
+    # ------------------------------------------------------------------ reads
     def gather(self, slots: torch.Tensor, width: int | None = None) -> Batch:
         """The entries in ``slots`` as a batch of ``width`` columns (default ``cl``)."""
         kv = self.kv.index_select(2, slots)
@@ -88,14 +161,49 @@ class Slab:
             kv = _fit_width(kv, width)
         return Batch(kv, lengths)
 
+    def gather_append(self, slots: torch.Tensor, new_kv: torch.Tensor) -> Batch:
+        """``append(gather(slots), new_kv, cl)`` in one pass (``new_kv``: the model's ``t``
+        new tokens ``[L, 2, B, H, t, d]``): the entries are gathered straight into the
+        columns the append keeps, so the batch is written once."""
+        t = check_new_tokens(self.kv, int(slots.shape[0]), new_kv, self.context_length)
+        return self._gather_with(slots, t, new_kv)
+
+    def gather_reserve(self, slots: torch.Tensor, t: int) -> Batch:
+        """``gather_append`` with ``t`` zero tokens: the batch a model then writes into.
+
+        A transformer produces layer ``l``'s new K/V only after attending to the batch's
+        layer ``l``, so it cannot hand them over up front: it writes them in place into
+        ``batch.kv[l, :, :, :, -t:, :]``, as LightZero's cache update does. Lengths
+        already count the ``t`` columns.
+        """
+        t = check_token_count(t, self.context_length)
+        return self._gather_with(slots, t, None)
+
+    def _gather_with(self, slots: torch.Tensor, t: int, new_kv: torch.Tensor | None) -> Batch:
+        """The entries in ``slots`` gathered into the columns a ``cl``-wide append of ``t``
+        tokens keeps, followed by ``new_kv`` (zeros when None)."""
+        store, cl = self.kv, self.context_length
+        lengths = self.lengths.index_select(0, slots)
+        shape = (store.shape[0], 2, int(slots.shape[0]), store.shape[3])
+        drop = overflow_drop(cl, t, cl)
+        if drop >= cl:  # the append empties every row
+            kv = store.new_zeros((*shape, t, store.shape[5])) if new_kv is None else new_kv.clone()
+            return Batch(kv, torch.full_like(lengths, t))
+        kept = cl - drop
+        out = store.new_empty((*shape, kept + t, store.shape[5]))
+        torch.index_select(store[:, :, :, :, drop:, :], 2, slots, out=out[:, :, :, :, :kept, :])
+        out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv
+        return Batch(out, lengths.clamp(max=kept) + t)
+
     def read(self, slots: torch.Tensor) -> Entries:
         """Copies of the entries in ``slots`` (slab layout)."""
         return Entries(self.kv.index_select(2, slots), self.lengths.index_select(0, slots))
 
+    # ------------------------------------------------------------------ writes
     def write(self, slots: torch.Tensor, entries: Entries) -> None:
         """Store ``entries`` row ``b`` in slot ``slots[b]`` (TRASH may repeat)."""
         dst, src = self.kv, entries.kv
-        if src.untyped_storage().data_ptr() == dst.untyped_storage().data_ptr():
+        if self._views_slab(src):
             src = src.clone()  # entries viewing the slab: a scatter must not read its output
         for wide in (torch.complex128, torch.int64):
             # index_copy_ moves one element at a time: copying the same bytes as a quarter
@@ -106,6 +214,44 @@ class Slab:
                 break
         dst.index_copy_(2, slots, src)
         self.lengths.index_copy_(0, slots, entries.lengths)
+
+    def plan_store(self, batch: Batch, correction: Correction) -> RowPlan | None:
+        """The host plan of a ``store`` (``zerokv.entry.plan_rows``), or None where host
+        reads are not free or the plan does not apply. Call it before the index decides
+        the slots: it raises ``BatchError`` for lengths outside ``[0, W]``."""
+        return plan_rows(batch, self.context_length, correction)
+
+    def store(
+        self,
+        placement: Placement,
+        batch: Batch,
+        correction: Correction,
+        plan: RowPlan | None,
+    ) -> None:
+        """Store row ``b`` of ``batch`` (split, window rule) in slot ``write[b]`` of the
+        placement; ``plan`` is ``plan_store``'s answer for the same batch."""
+        targets = placement.result.write
+        if plan is None:
+            self.write(targets, store_rows(batch, self.context_length, correction))
+            return
+        host = placement.host_write
+        if host is None:
+            host = targets.tolist()  # only reached where host reads are free
+        lengths = torch.tensor(plan.out_lengths, dtype=torch.int64, device=self.device)
+        first, rows = host[0], len(host)
+        # A batch that is itself a view of the slab is computed out of place (an in-place
+        # write could read rows it has already overwritten).
+        if not self._views_slab(batch.kv) and host == list(range(first, first + rows)):
+            write_rows(batch, plan, correction, self.kv[:, :, first : first + rows], lengths)
+            self.lengths[first : first + rows] = lengths
+        else:
+            self.write(
+                targets, Entries(write_rows(batch, plan, correction, None, lengths), lengths)
+            )
+
+    def _views_slab(self, kv: torch.Tensor) -> bool:
+        """Whether ``kv`` shares the slab's memory."""
+        return kv.untyped_storage().data_ptr() == self.kv.untyped_storage().data_ptr()
 
 
 def _viewable(kv: torch.Tensor, wide: torch.dtype) -> bool:

@@ -25,19 +25,21 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule
 
 import zerokv
-from differential.common import (
-    DiffMachine,
+from zerokv.entry import plan_rows, write_rows
+from zerokv.testing import (
     Shape,
     decode_batch,
     decode_entries,
     encode_correction,
     encode_entries,
     encode_new_tokens,
-    entry_sizes,
     run_both,
+)
+from zerokv.testing.stateful import (
+    DiffMachine,
+    entry_sizes,
     shapes,
 )
-from zerokv.entry import plan_rows, write_rows
 from zerokv_spec import entry as spec
 from zerokv_spec.entry import Batch, Correction, Entry
 

@@ -35,29 +35,30 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 import zerokv
-from differential.common import (
-    BACKENDS,
-    FINGERPRINTS,
-    DiffMachine,
+from zerokv.index import IndexBackend
+from zerokv.testing import (
     Shape,
-    assert_put_results,
     assert_same_manager,
     assert_views,
-    cache_config,
     encode_batch,
     encode_correction,
     encode_entries,
     encode_new_tokens,
-    entry_sizes,
     impl_pool_view,
     keys_tensor,
     run_both,
     same_error,
-    shapes,
     spec_pool_view,
 )
-from zerokv.host_index import HostIndex
-from zerokv.index import SlotIndex
+from zerokv.testing.stateful import (
+    BACKENDS,
+    FINGERPRINTS,
+    DiffMachine,
+    assert_put_results,
+    cache_config,
+    entry_sizes,
+    shapes,
+)
 from zerokv_spec import entry as spec_entry
 from zerokv_spec.entry import Batch, Correction, Entry
 from zerokv_spec.errors import (
@@ -82,23 +83,34 @@ class Case:
     impl_type: type[ZeroKVError] | None = None  # the expected type when there is no twin
 
 
-def _index_state(index: SlotIndex | HostIndex) -> dict[str, object]:
-    if isinstance(index, HostIndex):
-        return copy.deepcopy({k: v for k, v in vars(index).items() if k != "device"})
-    return {k: v.clone() for k, v in vars(index).items() if isinstance(v, torch.Tensor)}
+def _index_state(index: IndexBackend) -> dict[str, object]:
+    """Every attribute of an index, copied (whatever the backend keeps its state in)."""
+    state: dict[str, object] = {}
+    for key, value in vars(index).items():
+        if key in ("device", "_arange_cache"):  # not state: the device, a cache of constants
+            continue
+        state[key] = value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+    return state
+
+
+def _equal(x: object, y: object) -> bool:
+    """Deep equality where tensors compare by shape and values (containers recursed)."""
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        return (
+            isinstance(x, torch.Tensor)
+            and isinstance(y, torch.Tensor)
+            and x.shape == y.shape
+            and torch.equal(x, y)
+        )
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        return len(x) == len(y) and all(_equal(a, b) for a, b in zip(x, y))
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_equal(x[k], y[k]) for k in x)
+    return x == y
 
 
 def _same(a: dict[str, object], b: dict[str, object]) -> bool:
-    if a.keys() != b.keys():
-        return False
-    for key, x in a.items():
-        y = b[key]
-        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
-            if x.shape != y.shape or not torch.equal(x, y):
-                return False
-        elif x != y:
-            return False
-    return True
+    return _equal(a, b)
 
 
 MANAGER_CASES = (
@@ -232,8 +244,8 @@ class ErrorMachine(DiffMachine):
             "pool lengths": self.ipool.slab.lengths.clone(),
         }
         for name, index in (
-            ("root", impl.root),
-            ("recurrent", impl.recurrent),
+            ("root", impl.root.index),
+            ("recurrent", impl.recurrent.index),
             ("pool", self.ipool.index),
         ):
             for key, value in _index_state(index).items():
@@ -748,7 +760,7 @@ class ErrorMachine(DiffMachine):
     @invariant()
     def same_state(self) -> None:
         assert_same_manager(self.spec, self.impl, self.shape)
-        view = impl_pool_view(self.ipool.index, 0, self.ipool.slab, 0, self.shape)
+        view = impl_pool_view(self.ipool, 0, self.shape)
         assert_views(spec_pool_view(self.spool), view, "pool")
 
 

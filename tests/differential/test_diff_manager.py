@@ -40,27 +40,29 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 import zerokv
-from differential.common import (
-    BACKENDS,
-    FINGERPRINTS,
-    KEYS,
-    PRIORITIES,
-    DiffMachine,
+from zerokv.testing import (
     Shape,
-    assert_put_results,
     assert_same_manager,
-    cache_config,
-    clear_both,
     decode_batch,
     decode_entries,
     encode_correction,
     encode_entries,
     encode_new_tokens,
-    entry_sizes,
     fingerprint_tensors,
     keys_tensor,
     priority_tensors,
     run_both,
+)
+from zerokv.testing.stateful import (
+    BACKENDS,
+    FINGERPRINTS,
+    KEYS,
+    PRIORITIES,
+    DiffMachine,
+    assert_put_results,
+    cache_config,
+    clear_both,
+    entry_sizes,
     shapes,
 )
 from zerokv_spec import entry as spec_entry

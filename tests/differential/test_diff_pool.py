@@ -32,25 +32,27 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 import zerokv
-from differential.common import (
-    FINGERPRINTS,
-    KEYS,
-    PRIORITIES,
-    DiffMachine,
+from zerokv.testing import (
     Shape,
-    assert_put_results,
     assert_views,
     decode_batch,
     decode_entries,
     encode_entries,
-    entry_sizes,
     fingerprint_tensors,
     impl_pool_view,
     keys_tensor,
     priority_tensors,
     run_both,
-    shapes,
     spec_pool_view,
+)
+from zerokv.testing.stateful import (
+    FINGERPRINTS,
+    KEYS,
+    PRIORITIES,
+    DiffMachine,
+    assert_put_results,
+    entry_sizes,
+    shapes,
 )
 from zerokv_spec.entry import Entry, assemble
 from zerokv_spec.pool import Lookup, LookupStatus, Policy, PutResult, SlotPool, make_pool
@@ -150,7 +152,7 @@ class PoolMachine(DiffMachine):
         rows: Rows,
         statuses: list[LookupStatus],
         values: list[Entry | None],
-        out: zerokv.LookupOutcome,
+        out: zerokv.Lookup,
         pid_t: torch.Tensor | None,
     ) -> None:
         expected_status = [int(s) for s in statuses]
@@ -336,7 +338,7 @@ class PoolMachine(DiffMachine):
     def same_state(self) -> None:
         total = PoolStats()
         for p, spec in enumerate(self.spec):
-            view = impl_pool_view(self.impl.index, p, self.impl.slab, 0, self.shape)
+            view = impl_pool_view(self.impl, p, self.shape)
             assert_views(spec_pool_view(spec), view, f"pool {p}")
             assert spec.occupancy == self.impl.size(p) / self.capacity
             total = total + spec.stats

@@ -31,19 +31,21 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 import zerokv
-from differential.common import (
-    BACKENDS,
-    DiffMachine,
+from zerokv.testing import (
     Shape,
-    assert_put_results,
     assert_same_manager,
-    cache_config,
-    clear_both,
     decode_batch,
     encode_correction,
     encode_new_tokens,
     keys_tensor,
     run_both,
+)
+from zerokv.testing.stateful import (
+    BACKENDS,
+    DiffMachine,
+    assert_put_results,
+    cache_config,
+    clear_both,
     shapes,
 )
 from zerokv_spec.entry import Correction

@@ -25,23 +25,25 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 import zerokv
-from differential.common import (
-    BACKENDS,
-    DiffMachine,
+from zerokv.keys import weak_keys
+from zerokv.testing import (
     Shape,
-    assert_put_results,
     assert_same_manager,
-    cache_config,
-    clear_both,
     decode_batch,
     decode_entries,
     encode_entries,
     encode_new_tokens,
-    entry_sizes,
     run_both,
+)
+from zerokv.testing.stateful import (
+    BACKENDS,
+    DiffMachine,
+    assert_put_results,
+    cache_config,
+    clear_both,
+    entry_sizes,
     shapes,
 )
-from zerokv.keys import weak_keys
 from zerokv_spec import entry as spec_entry
 from zerokv_spec.entry import Correction, Entry
 from zerokv_spec.keys import Latent, weak_key, zkv64_fingerprint

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from differential.test_diff_pool import FIFOPoolMachine
-from zerokv.index import FIFOIndex
+from zerokv.index.device import FIFOIndex
+from zerokv.rows import Rows
 
 Resolved = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -27,10 +28,9 @@ def test_fifo_machine_catches_an_off_by_one_ring_pointer(monkeypatch: pytest.Mon
         pool_ids: torch.Tensor,
         keys: torch.Tensor,
         before: torch.Tensor,
-        priorities: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
+        rows: Rows,
     ) -> Resolved:
-        out = original(self, pool_ids, keys, before, priorities, has_priority)
+        out = original(self, pool_ids, keys, before, rows)
         inserted = torch.zeros_like(self.next).index_add_(0, pool_ids, out[3].long())
         self.next = (self.next + (inserted > 0).long()) % self.capacity
         return out

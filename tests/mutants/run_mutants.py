@@ -72,12 +72,12 @@ class Mutant:
     first: tuple[str, ...]
 
 
-INDEX = "impl/zerokv/index.py"
-HOST = "impl/zerokv/host_index.py"
+INDEX = "impl/zerokv/index/device.py"
+HOST = "impl/zerokv/index/host.py"
 ENTRY = "impl/zerokv/entry.py"
 SLAB = "impl/zerokv/slab.py"
 MANAGER = "impl/zerokv/manager.py"
-VALIDATE = "impl/zerokv/validate.py"
+ROWS = "impl/zerokv/rows.py"
 POOL_T, MANAGER_T, BATCH_T = "test_diff_pool.py", "test_diff_manager.py", "test_diff_batch.py"
 ERRORS_T, WEAK_T = "test_diff_errors.py", "test_diff_weak_hash.py"
 SEARCH_T, PADDING_T = "test_diff_search.py", "test_diff_padding.py"
@@ -200,24 +200,24 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "manager-stats-double-count",
-        "CacheManager.lookup: root hits are counted as recurrent hits as well",
+        "CacheManager.stats: root hits are counted as recurrent hits as well",
         (
             Edit(
                 MANAGER,
-                "self.counters += torch.stack([root_hit.sum(), rec_hit.sum()])",
-                "self.counters += torch.stack([root_hit.sum(), rec_hit.sum() + root_hit.sum()])",
+                "recurrent_hits = self.recurrent.stats(None).hits",
+                "recurrent_hits = self.recurrent.stats(None).hits + root_hits",
             ),
         ),
         (MANAGER_T,),
     ),
     Mutant(
         "env-scope-ignored",
-        "CacheManager: recurrent keys bound to env 0 whatever the row's env (Scope.ENV)",
+        "SlotIndex: recurrent keys bound to env 0 whatever the row's env (Scope.ENV)",
         (
             Edit(
-                MANAGER,
-                "scoped = scoped_keys(keys, self.key_tags.index_select(0, envs))",
-                "scoped = scoped_keys(keys, self.key_tags.index_select(0, torch.zeros_like(envs)))",
+                INDEX,
+                "rows.keys ^ key_tags.index_select(0, envs)",
+                "rows.keys ^ key_tags.index_select(0, torch.zeros_like(envs))",
             ),
         ),
         (MANAGER_T,),
@@ -278,24 +278,18 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "host-lookup-collision-lost",
-        "CacheManager host path: a recurrent fingerprint mismatch is not reported as collided",
-        (
-            Edit(
-                MANAGER,
-                "collided[b] = r_status[b] == 2 or c_status[b] == 2",
-                "collided[b] = r_status[b] == 2",
-            ),
-        ),
+        "HostIndex tier lookup: a recurrent fingerprint mismatch is not reported as collided",
+        (Edit(HOST, "found.collided[b] = True", "found.collided[b] = code == 1"),),
         (MANAGER_T, WEAK_T),
     ),
     Mutant(
         "host-store-slice-shifted",
-        "CacheManager host path: a contiguous store lands one slot after its targets",
+        "Slab.store: a contiguous store lands one slot after its targets",
         (
             Edit(
-                MANAGER,
-                "dest = self.slab.kv[:, :, first : first + rows]",
-                "dest = self.slab.kv[:, :, first + 1 : first + rows + 1]",
+                SLAB,
+                "self.kv[:, :, first : first + rows], lengths)",
+                "self.kv[:, :, first + 1 : first + rows + 1], lengths)",
             ),
         ),
         (SEARCH_T,),
@@ -317,7 +311,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "gather_append / gather_reserve: row lengths not clamped to the kept columns",
         (
             Edit(
-                ENTRY,
+                SLAB,
                 "return Batch(out, lengths.clamp(max=kept) + t)",
                 "return Batch(out, lengths + t)",
             ),
@@ -329,7 +323,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "gather_reserve: the reserved columns keep whatever the new buffer held",
         (
             Edit(
-                ENTRY,
+                SLAB,
                 "out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv",
                 "out[:, :, :, :, kept:, :] = out[:, :, :, :, -t:, :] if new_kv is None else new_kv",
             ),
@@ -356,7 +350,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "env-range-off-by-one",
         "validate: env id == env_num accepted",
-        (Edit(VALIDATE, "if not 0 <= e < env_num", "if not 0 <= e <= env_num"),),
+        (Edit(ROWS, "if not 0 <= e < env_num", "if not 0 <= e <= env_num"),),
         (ERRORS_T,),
     ),
 )

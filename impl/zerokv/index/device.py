@@ -1,9 +1,7 @@
-"""Device-resident slot indexes: ``zerokv_spec.pool`` semantics for a group of pools.
+"""The device-resident index: ``zerokv_spec.pool`` semantics for a group of pools, in tensors.
 
-A ``SlotIndex`` holds ``num_pools`` independent pools of ``capacity`` slots each (the
-manager's root tier is one index with ``env_num`` pools; its recurrent tier one with a
-single pool). All state lives in flat tensors on the device, one element per slot plus one
-**trash** element at the end:
+All state lives in flat tensors on the cache's device, one element per slot of the region
+(``Region``) plus one **trash** element at the end:
 
 * ``keys``, ``occupied``, ``fps``, ``has_fp`` - the spec's ``slot_keys`` /
   ``slot_fingerprints`` (an empty slot holds key 0, no fingerprint);
@@ -17,24 +15,29 @@ single pool). All state lives in flat tensors on the device, one element per slo
 * the policy's bookkeeping (``FIFOIndex.next``, ``LRUIndex.last_use``,
   ``PriorityIndex.priority`` / ``inserted_at``), with the spec's names.
 
-Batched operations take ``pool_ids``, ``keys`` (and optional fingerprints) as ``[B]``
-tensors and return ``[B]`` tensors; they never read a device value on the host. Writes
-that a later row of the same batch supersedes are routed to the trash element, so every
-scatter has distinct targets and the result is deterministic on every device.
+Batched operations take ``Rows`` and return ``[B]`` tensors; they never read a device
+value on the host. Writes that a later row of the same batch supersedes are routed to
+the trash element, so every scatter has distinct targets and the result is deterministic
+on every device.
 
 ``put`` must equal the spec's left-to-right fold even when rows of one batch interact
 (duplicate keys, a stored key that an earlier row evicts, more new keys than slots):
 
-* ``FIFOIndex.put`` resolves the whole batch at once. With ``n_i`` the number of new keys
-  before row ``i`` (same pool), a key is present at row ``i`` iff ``n_i <= I + capacity``,
-  where ``I`` is the insertion number of its latest insertion (``offset - capacity`` for a
-  key stored before the batch, ``n_j`` for a new row ``j < i``). Row ``i`` is new iff its
-  key is not present; this is a fixed point over the batch that is exact after ``B``
-  rounds (row ``i`` depends only on rows before it). On CUDA exactly ``B`` rounds run
-  (no synchronisation); on the CPU the loop stops as soon as a round changes nothing.
-* ``LRUIndex`` and ``PriorityIndex`` fold the rows one at a time, each row a handful of
-  vectorised operations over the pool (no host synchronisation either). These policies
-  are not on UniZero's hot path (LightZero uses FIFO).
+* ``FIFOIndex.resolve_put`` resolves the whole batch at once. With ``n_i`` the number of
+  new keys before row ``i`` (same pool), a key is present at row ``i`` iff
+  ``n_i <= I + capacity``, where ``I`` is the insertion number of its latest insertion
+  (``offset - capacity`` for a key stored before the batch, ``n_j`` for a new row
+  ``j < i``). Row ``i`` is new iff its key is not present; this is a fixed point over the
+  batch that is exact after ``B`` rounds (row ``i`` depends only on rows before it). On
+  CUDA exactly ``B`` rounds run (no synchronisation); on the CPU the loop stops as soon as
+  a round changes nothing.
+* ``LRUIndex`` and ``PriorityIndex`` fold the rows one at a time (``SlotIndex.resolve_put``),
+  each row a handful of vectorised operations over the pool (no host synchronisation
+  either). These policies are not on UniZero's hot path (LightZero uses FIFO).
+
+Each policy is a small subclass overriding the hooks that differ (``victim``,
+``on_hits``, ``on_put``, ``on_remove``, ``reset_policy``, ``eviction_order``,
+``check_policy``), as in the spec.
 
 Host-level queries (``size``, ``slot_of``, ``key_at``, ``eviction_order``, ``stats_of``,
 ``evict``) read device values: the spec's answer (or its exception) depends on them.
@@ -43,96 +46,89 @@ Host-level queries (``size``, ``slot_of``, ``key_at``, ``eviction_order``, ``sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from zerokv import checks
 from zerokv.errors import (
     BatchError,
-    ConfigError,
     ContractViolation,
     InputError,
     KeyNotFoundError,
     SlotRangeError,
     UnsupportedOperationError,
 )
+from zerokv.index.base import (
+    STATS_FIELDS,
+    Found,
+    Lookup,
+    Placement,
+    PoolState,
+    PutResult,
+    Region,
+    TierLookup,
+    check_priority_value,
+)
+from zerokv.keys import env_tags
+from zerokv.rows import Rows
+from zerokv_spec.keys import check_key, scoped_key
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
 
-if TYPE_CHECKING:
-    from zerokv.host_index import HostIndex
+__all__ = ["DeviceFound", "FIFOIndex", "LRUIndex", "PriorityIndex", "SlotIndex"]
 
-__all__ = [
-    "STATS_FIELDS",
-    "FIFOIndex",
-    "LRUIndex",
-    "LookupOutcome",
-    "PriorityIndex",
-    "PutOutcome",
-    "SlotIndex",
-    "make_index",
-]
-
-STATS_FIELDS = (
-    "queries",
-    "hits",
-    "misses",
-    "collisions",
-    "inserts",
-    "updates",
-    "evictions",
-    "removals",
-)
 _QUERIES, _HITS, _MISSES, _COLLISIONS, _INSERTS, _UPDATES, _EVICTIONS, _REMOVALS = range(8)
 _NEG = -(1 << 62)  # "never inserted": below any insertion number, no overflow when shifted
 
 
 @dataclass(frozen=True)
-class LookupOutcome:
-    """``[B]`` tensors: status (``LookupStatus`` codes) and slot (-1 unless a hit)."""
+class _PoolRows:
+    """Rows mapped onto this index's pools: pool id, key and fingerprint per row."""
 
-    status: torch.Tensor
+    pool_ids: torch.Tensor
+    keys: torch.Tensor
+    fps: torch.Tensor | None
+    has_fp: torch.Tensor | None
+
+
+@dataclass
+class DeviceFound(Found):
+    """A lookup in progress, in ``[B]`` tensors (``hit``: some tier hit the row)."""
+
+    tier: torch.Tensor
     slot: torch.Tensor
+    collided: torch.Tensor
+    global_slot: torch.Tensor
+    hit: torch.Tensor
 
-
-@dataclass(frozen=True)
-class PutOutcome:
-    """``[B]`` tensors of a batched put (the spec's ``PutResult`` per row).
-
-    ``write`` is the flat element each row's data goes to: its slot, or the trash element
-    when a later row of the batch writes the same slot.
-    """
-
-    slot: torch.Tensor
-    evicted: torch.Tensor
-    evicted_mask: torch.Tensor
-    inserted: torch.Tensor
-    write: torch.Tensor
+    def result(self) -> TierLookup:
+        # A collision counts only for a row that no tier hit.
+        return TierLookup(self.tier, self.slot, self.collided & ~self.hit, self.global_slot)
 
 
 class SlotIndex:
-    """Policy-independent state and operations (see the module docstring)."""
+    """Policy-independent state and operations (module docstring)."""
 
     policy = Policy.FIFO
 
-    def __init__(self, num_pools: int, capacity: int, device: torch.device | str = "cpu") -> None:
-        for name, value in (("num_pools", num_pools), ("capacity", capacity)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-        self.num_pools = num_pools
-        self.capacity = capacity
+    def __init__(self, region: Region, device: torch.device | str = "cpu") -> None:
+        self.region = region
+        self.num_pools = region.num_pools
+        self.capacity = region.capacity
         self.device = torch.device(device)
-        n = num_pools * capacity + 1
+        n = region.slots + 1
         self.trash = n - 1
         self.keys = torch.zeros(n, dtype=torch.int64, device=self.device)
         self.fps = torch.zeros(n, dtype=torch.int64, device=self.device)
         self.occupied = torch.zeros(n, dtype=torch.bool, device=self.device)
         self.has_fp = torch.zeros(n, dtype=torch.bool, device=self.device)
         self.stats = torch.zeros(
-            num_pools, len(STATS_FIELDS), dtype=torch.int64, device=self.device
+            self.num_pools, len(STATS_FIELDS), dtype=torch.int64, device=self.device
         )
         self._arange_cache: dict[int, torch.Tensor] = {}
+        self._tags: tuple[torch.Tensor, torch.Tensor] | None = None
+        if region.bound_envs is not None:
+            self._tags = env_tags(region.bound_envs, self.device)
         self.reset_policy(None)
 
     # ------------------------------------------------------------------ helpers
@@ -152,6 +148,33 @@ class SlotIndex:
             return slice(0, self.trash)
         self.check_pool_id(pool_id)
         return slice(pool_id * self.capacity, (pool_id + 1) * self.capacity)
+
+    def _pool_rows(self, rows: Rows) -> _PoolRows:
+        """Each row's pool (its env id, or 0 in a shared region) and its (bound) key."""
+        envs = rows.env_tensor
+        pool_ids = torch.zeros_like(envs) if self.region.shared else envs
+        if self._tags is None:
+            return _PoolRows(pool_ids, rows.keys, rows.fingerprints, rows.has_fingerprint)
+        key_tags, fp_tags = self._tags
+        # Bound to the env: every row carries a fingerprint (a missing one counts as 0).
+        fps = rows.fingerprints
+        if fps is not None and rows.has_fingerprint is not None:
+            fps = fps * rows.has_fingerprint
+        tag = fp_tags.index_select(0, envs)
+        bound_fps = tag if fps is None else fps ^ tag
+        return _PoolRows(pool_ids, rows.keys ^ key_tags.index_select(0, envs), bound_fps, None)
+
+    def _pool_key(self, env_id: int, key: int) -> tuple[int, int]:
+        """The pool and stored key of one row (host values)."""
+        check_key(key)
+        if self.region.shared:
+            pool_id = 0
+            if self.region.bound_envs is not None:
+                key = scoped_key(key, env_id)
+        else:
+            self.check_pool_id(env_id)
+            pool_id = env_id
+        return pool_id, key
 
     def check_pool_id(self, pool_id: int) -> None:
         if isinstance(pool_id, bool) or not isinstance(pool_id, int):
@@ -187,85 +210,109 @@ class SlotIndex:
         flat = pool_ids * self.capacity + slot
         return torch.where(superseded, torch.full_like(flat, self.trash), flat)
 
+    def _slab_slots(self, flat: torch.Tensor) -> torch.Tensor:
+        """Local flat elements as slab slots (the trash element -> the slab's trash slot)."""
+        region = self.region
+        trash = torch.full_like(flat, region.trash)
+        return torch.where(flat == self.trash, trash, flat + region.base)
+
     # ------------------------------------------------------------------ lookups
-    def lookup(
-        self,
-        pool_ids: torch.Tensor,
-        keys: torch.Tensor,
-        fps: torch.Tensor | None = None,
-        has_fp: torch.Tensor | None = None,
-        active: torch.Tensor | None = None,
-        *,
-        count: bool = True,
-    ) -> LookupOutcome:
-        """Batched ``get`` (``count``) or ``peek`` (not ``count``); inactive rows do nothing."""
-        found, slot = self._match(pool_ids, keys)
-        if fps is None:
+    def _get(
+        self, rows: _PoolRows, active: torch.Tensor | None, count: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hit, collision and slot per row of a batched ``get`` (``count``) or ``peek``;
+        rows not ``active`` do nothing."""
+        found, slot = self._match(rows.pool_ids, rows.keys)
+        if rows.fps is None:
             hit, collision = found, torch.zeros_like(found)
         else:
-            flat = pool_ids * self.capacity + slot
-            verified = self.has_fp.index_select(0, flat) & (self.fps.index_select(0, flat) == fps)
-            if has_fp is not None:
-                verified = verified | ~has_fp
+            flat = rows.pool_ids * self.capacity + slot
+            stored_fp = self.fps.index_select(0, flat)
+            verified = self.has_fp.index_select(0, flat) & (stored_fp == rows.fps)
+            if rows.has_fp is not None:
+                verified = verified | ~rows.has_fp
             hit, collision = found & verified, found & ~verified
         queried = torch.ones_like(found) if active is None else active
         if active is not None:
             hit, collision = hit & active, collision & active
         if count:
-            self._count(pool_ids, slice(0, 4), [queried, hit, queried & ~hit, collision])
-            self.on_hits(pool_ids, slot, hit)
+            self._count(rows.pool_ids, slice(0, 4), [queried, hit, queried & ~hit, collision])
+            self.on_hits(rows.pool_ids, slot, hit)
+        return hit, collision, slot
+
+    def get_many(self, rows: Rows, *, count: bool = True) -> Lookup:
+        """Batched ``get`` (``count``) or ``peek`` (not ``count``)."""
+        hit, collision, slot = self._get(self._pool_rows(rows), None, count)
         status = hit.long() + 2 * collision.long()
-        return LookupOutcome(status, torch.where(hit, slot, torch.full_like(slot, -1)))
+        return Lookup(status, torch.where(hit, slot, torch.full_like(slot, -1)))
+
+    def lookup(self, rows: Rows, found: Found | None) -> DeviceFound:
+        """A tier of a manager lookup: counts and fills the rows ``found`` has not hit."""
+        pool_rows = self._pool_rows(rows)
+        active = None
+        if found is not None:
+            assert isinstance(found, DeviceFound)
+            active = ~found.hit
+        hit, collision, slot = self._get(pool_rows, active, True)
+        flat = self.region.base + pool_rows.pool_ids * self.capacity + slot
+        code = int(self.region.tier)
+        if found is None:
+            miss = torch.full_like(slot, -1)
+            zero = torch.full_like(slot, self.region.zero)
+            return DeviceFound(
+                hit.long() * code,
+                torch.where(hit, slot, miss),
+                collision,
+                torch.where(hit, flat, zero),
+                hit,
+            )
+        return DeviceFound(
+            found.tier + hit.long() * code,
+            torch.where(hit, slot, found.slot),
+            found.collided | collision,
+            torch.where(hit, flat, found.global_slot),
+            found.hit | hit,
+        )
 
     def on_hits(self, pool_ids: torch.Tensor, slot: torch.Tensor, hit: torch.Tensor) -> None:
         """Policy bookkeeping for the hits of one batched ``get``."""
 
     # ------------------------------------------------------------------ puts
-    def check_priorities(self, priorities: torch.Tensor | None) -> None:
-        if priorities is not None:
+    def check_priorities(self, rows: Rows) -> None:
+        if rows.priorities is not None:
             raise UnsupportedOperationError(f"{self.policy.value} pools take no priority")
 
-    def put(
-        self,
-        pool_ids: torch.Tensor,
-        keys: torch.Tensor,
-        fps: torch.Tensor | None = None,
-        has_fp: torch.Tensor | None = None,
-        priorities: torch.Tensor | None = None,
-        has_priority: torch.Tensor | None = None,
-    ) -> PutOutcome:
+    def put(self, rows: Rows) -> Placement:
         """Batched ``put``: the spec's left-to-right fold (module docstring)."""
-        self.check_priorities(priorities)
-        rows = keys.shape[0]
-        fps_t = torch.zeros_like(keys) if fps is None else fps
-        has_t = torch.zeros_like(keys, dtype=torch.bool) if fps is None else has_fp
+        self.check_priorities(rows)
+        pool_rows = self._pool_rows(rows)
+        pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
+        fps_t = torch.zeros_like(keys) if pool_rows.fps is None else pool_rows.fps
+        has_t = pool_rows.has_fp
         if has_t is None:
-            has_t = torch.ones_like(keys, dtype=torch.bool)
+            has_t = torch.full_like(keys, pool_rows.fps is not None, dtype=torch.bool)
         before, same_pool = self._pairs(pool_ids)
-        slot, evicted, evicted_mask, inserted = self.resolve_put(
-            pool_ids, keys, before, priorities, has_priority
-        )
+        slot, evicted, evicted_mask, inserted = self.resolve_put(pool_ids, keys, before, rows)
         write = self._last_writers(pool_ids, slot, same_pool)
         self.keys[write] = keys
         self.fps[write] = torch.where(has_t, fps_t, torch.zeros_like(fps_t))
         self.has_fp[write] = has_t
         self.occupied[write] = True
         self._clean_trash()
-        if rows:
+        if rows.count:
             self._count(pool_ids, slice(4, 7), [inserted, ~inserted, evicted_mask])
         if checks.ENABLED:
             self.check()
-        return PutOutcome(slot, evicted, evicted_mask, inserted, write)
+        result = PutResult(slot, evicted, evicted_mask, inserted, self._slab_slots(write))
+        return Placement(result, None)
 
     def resolve_put(
-        self,
-        pool_ids: torch.Tensor,
-        keys: torch.Tensor,
-        before: torch.Tensor,
-        priorities: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
+        self, pool_ids: torch.Tensor, keys: torch.Tensor, before: torch.Tensor, rows: Rows
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Slots, evicted keys / mask and insert flags of a batch; updates the policy state."""
+        """Slots, evicted keys / mask and insert flags of a batch; updates the policy state.
+
+        The sequential fold (LRU and PRIORITY); ``FIFOIndex`` resolves a batch at once.
+        """
         slots, evicted, masks, inserted = [], [], [], []
         for i in range(keys.shape[0]):
             p, k = pool_ids[i : i + 1], keys[i : i + 1]
@@ -277,9 +324,7 @@ class SlotIndex:
             # Later rows must see this row's write, so the key goes in now (data comes after).
             self.keys[flat] = k
             self.occupied[flat] = True
-            prio = None if priorities is None else priorities[i : i + 1]
-            has_prio = None if has_priority is None else has_priority[i : i + 1]
-            self.on_put(p, flat, ~found, prio, has_prio)
+            self.on_put(p, flat, ~found, _row_priority(rows, i))
             slots.append(slot)
             evicted.append(ev_key)
             masks.append(ev_mask)
@@ -305,10 +350,10 @@ class SlotIndex:
         pool_id: torch.Tensor,
         flat: torch.Tensor,
         inserted: torch.Tensor,
-        priority: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
+        priority: tuple[torch.Tensor, torch.Tensor | None] | None,
     ) -> None:
-        """Policy bookkeeping after one row of a put (sequential policies)."""
+        """Policy bookkeeping after one row of a put (sequential policies); ``priority``
+        is the row's ``(priority, has_priority)`` when priorities were given."""
 
     def _clean_trash(self) -> None:
         # The trash element absorbs superseded writes; keep it empty so that the
@@ -316,9 +361,10 @@ class SlotIndex:
         self.occupied[self.trash] = False
 
     # ------------------------------------------------------------------ removal
-    def evict(self, pool_id: int, key: int) -> int:
-        """Remove ``key`` from pool ``pool_id``; returns its slot (reads the device)."""
-        slot = self.slot_of(pool_id, key)
+    def evict(self, env_id: int, key: int) -> int:
+        """Remove ``key`` (a row of env ``env_id``); returns its slot (reads the device)."""
+        pool_id, stored = self._pool_key(env_id, key)
+        slot = self._slot_in(pool_id, stored)
         flat = pool_id * self.capacity + slot
         self.keys[flat] = 0
         self.fps[flat] = 0
@@ -345,18 +391,13 @@ class SlotIndex:
     def reset_policy(self, pool_id: int | None) -> None:
         """Reset the policy's bookkeeping of one pool (or all)."""
 
-    def set_priority(self, pool_id: int, key: int, priority: float) -> None:
+    def set_priority(self, env_id: int, key: int, priority: float) -> None:
         raise UnsupportedOperationError(f"{self.policy.value} pools have no priorities")
 
     def reset_stats(self) -> None:
         self.stats.zero_()
 
     # ------------------------------------------------------------------ host queries
-    def check_key(self, key: int) -> None:
-        from zerokv_spec.keys import check_key
-
-        check_key(key)
-
     def size(self, pool_id: int) -> int:
         return int(self.occupied[self._pool_range(pool_id)].sum().item())
 
@@ -365,17 +406,11 @@ class SlotIndex:
         grid = self._grid(self.occupied).sum(dim=1)
         return [int(n) for n in grid.tolist()]
 
-    def pool_stats(self) -> list[PoolStats]:
-        """Every pool's statistics (one device read)."""
-        return [PoolStats(**dict(zip(STATS_FIELDS, row))) for row in self.stats.tolist()]
+    def slot_of(self, env_id: int, key: int) -> int:
+        """The slot holding ``key`` (a row of env ``env_id``)."""
+        return self._slot_in(*self._pool_key(env_id, key))
 
-    def stored(self) -> int:
-        """Entries stored in all pools (reads the device)."""
-        return int(self.occupied[: self.trash].sum().item())
-
-    def slot_of(self, pool_id: int, key: int) -> int:
-        self.check_pool_id(pool_id)
-        self.check_key(key)
+    def _slot_in(self, pool_id: int, key: int) -> int:
         rng = self._pool_range(pool_id)
         hits = ((self.keys[rng] == key) & self.occupied[rng]).nonzero().flatten().tolist()
         if not hits:
@@ -403,8 +438,35 @@ class SlotIndex:
 
     def stats_of(self, pool_id: int | None = None) -> PoolStats:
         """One pool's statistics (or the sum over pools) as the spec's ``PoolStats``."""
+        if pool_id is not None:
+            self.check_pool_id(pool_id)
         row = self.stats.sum(dim=0) if pool_id is None else self.stats[pool_id]
         return PoolStats(**dict(zip(STATS_FIELDS, (int(v) for v in row.tolist()))))
+
+    def view(self, pool_id: int) -> PoolState:
+        """Everything observable about pool ``pool_id`` (reads the device)."""
+        rng = self._pool_range(pool_id)
+        slot_keys = self.slot_keys(pool_id)
+        fps = [f if h else None for f, h in zip(self.fps[rng].tolist(), self.has_fp[rng].tolist())]
+        return PoolState(
+            slot_keys=tuple(slot_keys),
+            fingerprints=tuple(f if k is not None else None for f, k in zip(fps, slot_keys)),
+            eviction_order=tuple(self.eviction_order(pool_id)),
+            size=self.size(pool_id),
+            stats=self.stats_of(pool_id),
+            priorities=self.slot_priorities(pool_id, slot_keys),
+            pointer=self.pointer(pool_id),
+        )
+
+    def slot_priorities(
+        self, pool_id: int, slot_keys: list[int | None]
+    ) -> tuple[float | None, ...]:
+        """Per slot priorities (PRIORITY pools; empty for the other policies)."""
+        return ()
+
+    def pointer(self, pool_id: int) -> int | None:
+        """The FIFO ring pointer (FIFO pools; None for the other policies)."""
+        return None
 
     # ------------------------------------------------------------------ contracts
     def check(self) -> None:
@@ -426,6 +488,14 @@ class SlotIndex:
         """The policy's own runtime contract."""
 
 
+def _row_priority(rows: Rows, i: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """Row ``i``'s ``(priority, has_priority)`` as ``[1]`` tensors, or None."""
+    if rows.priorities is None:
+        return None
+    has = None if rows.has_priority is None else rows.has_priority[i : i + 1]
+    return rows.priorities[i : i + 1], has
+
+
 class FIFOIndex(SlotIndex):
     """LightZero's ring per pool; ``next[p]`` is pool ``p``'s pointer."""
 
@@ -438,15 +508,10 @@ class FIFOIndex(SlotIndex):
             self.next[pool_id] = 0
 
     def resolve_put(
-        self,
-        pool_ids: torch.Tensor,
-        keys: torch.Tensor,
-        before: torch.Tensor,
-        priorities: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
+        self, pool_ids: torch.Tensor, keys: torch.Tensor, before: torch.Tensor, rows: Rows
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         cap = self.capacity
-        rows = keys.shape[0]
+        count_rows = keys.shape[0]
         present, first_slot = self._match(pool_ids, keys)
         ptr = self.next.index_select(0, pool_ids)
         # Insertion number of a key stored before the batch: its ring offset - capacity.
@@ -463,12 +528,12 @@ class FIFOIndex(SlotIndex):
             latest = torch.where(
                 prev, count.unsqueeze(0), torch.full_like(prev, _NEG, dtype=torch.int64)
             )
-            latest_n = latest.amax(dim=1) if rows else count
+            latest_n = latest.amax(dim=1) if count_rows else count
             insertion = torch.where(has_prev, latest_n, initial)
             return count > insertion + cap, count, has_prev, latest_n
 
         on_cpu = checks.host_reads_are_free(self.device)
-        for _ in range(rows):
+        for _ in range(count_rows):
             following = step(new)[0]
             # CPU: stop at the fixed point (a host read is free there); CUDA: B rounds.
             if on_cpu and torch.equal(following, new):
@@ -498,6 +563,9 @@ class FIFOIndex(SlotIndex):
         ptr = int(self.next[pool_id].item())
         ring = (keys[(ptr + i) % self.capacity] for i in range(self.capacity))
         return [k for k in ring if k is not None]
+
+    def pointer(self, pool_id: int) -> int | None:
+        return int(self.next[pool_id].item())
 
     def check_policy(self) -> None:
         if bool(((self.next < 0) | (self.next >= self.capacity)).any()):
@@ -534,8 +602,7 @@ class LRUIndex(SlotIndex):
         pool_id: torch.Tensor,
         flat: torch.Tensor,
         inserted: torch.Tensor,
-        priority: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
+        priority: tuple[torch.Tensor, torch.Tensor | None] | None,
     ) -> None:
         self.last_use[flat] = self.clock.index_select(0, pool_id)
         self.clock.index_add_(0, pool_id, torch.ones_like(pool_id))
@@ -579,9 +646,9 @@ class PriorityIndex(SlotIndex):
             self.inserted_at[rng] = -1
             self.clock[pool_id] = 0
 
-    def check_priorities(self, priorities: torch.Tensor | None) -> None:
-        if priorities is not None and priorities.dtype != torch.float64:
-            raise BatchError(f"priorities must be float64, got {priorities.dtype}")
+    def check_priorities(self, rows: Rows) -> None:
+        if rows.priorities is not None and rows.priorities.dtype != torch.float64:
+            raise BatchError(f"priorities must be float64, got {rows.priorities.dtype}")
 
     def victim(self, pool_id: torch.Tensor) -> torch.Tensor:
         prio = self._grid(self.priority).index_select(0, pool_id)
@@ -595,8 +662,7 @@ class PriorityIndex(SlotIndex):
         pool_id: torch.Tensor,
         flat: torch.Tensor,
         inserted: torch.Tensor,
-        priority: torch.Tensor | None,
-        has_priority: torch.Tensor | None,
+        priority: tuple[torch.Tensor, torch.Tensor | None] | None,
     ) -> None:
         clock = self.clock.index_select(0, pool_id)
         self.inserted_at[flat] = torch.where(
@@ -608,21 +674,26 @@ class PriorityIndex(SlotIndex):
         if priority is None:
             new = torch.where(inserted, default, old)
         else:
+            value, has_priority = priority
             given = torch.ones_like(inserted) if has_priority is None else has_priority
-            new = torch.where(given, priority, torch.where(inserted, default, old))
+            new = torch.where(given, value, torch.where(inserted, default, old))
         self.priority[flat] = new
 
     def on_remove(self, flat: int) -> None:
         self.priority[flat] = 0.0
         self.inserted_at[flat] = -1
 
-    def set_priority(self, pool_id: int, key: int, priority: float) -> None:
-        if isinstance(priority, bool) or not isinstance(priority, (int, float)):
-            raise InputError(f"priority must be a float, got {type(priority).__name__}")
-        if priority != priority or priority in (float("inf"), float("-inf")):
-            raise InputError(f"priority must be finite, got {priority}")
-        slot = self.slot_of(pool_id, key)
+    def set_priority(self, env_id: int, key: int, priority: float) -> None:
+        check_priority_value(priority)
+        pool_id, stored = self._pool_key(env_id, key)
+        slot = self._slot_in(pool_id, stored)
         self.priority[pool_id * self.capacity + slot] = float(priority)
+
+    def slot_priorities(
+        self, pool_id: int, slot_keys: list[int | None]
+    ) -> tuple[float | None, ...]:
+        prios = self.priority[self._pool_range(pool_id)].tolist()
+        return tuple(float(p) if k is not None else None for p, k in zip(prios, slot_keys))
 
     def eviction_order(self, pool_id: int) -> list[int]:
         rng = self._pool_range(pool_id)
@@ -642,36 +713,3 @@ class PriorityIndex(SlotIndex):
                 raise ContractViolation(f"pool {pool_id}: insertion times {ages} vs {clock}")
             if not bool(torch.isfinite(self.priority[rng]).all()):
                 raise ContractViolation(f"pool {pool_id}: a priority is not finite")
-
-
-def make_index(
-    policy: Policy,
-    num_pools: int,
-    capacity: int,
-    device: torch.device | str = "cpu",
-    backend: str = "auto",
-) -> SlotIndex | HostIndex:
-    """A new empty index of ``policy``.
-
-    ``backend``: ``"device"`` (``SlotIndex``, tensors on ``device``), ``"host"``
-    (``zerokv.host_index.HostIndex``, CPU tensors only) or ``"auto"``: the host index where
-    ``checks.host_reads_are_free(device)``, else the device index.
-    """
-    from zerokv.host_index import HostIndex
-
-    dev = torch.device(device)
-    if backend == "auto":
-        backend = "host" if checks.host_reads_are_free(dev) else "device"
-    if backend == "host":
-        if dev.type != "cpu":
-            raise ConfigError(f"the host index serves CPU tensors only, not {dev}")
-        return HostIndex(policy, num_pools, capacity, dev)
-    if backend != "device":
-        raise ConfigError(f"index backend must be 'auto', 'device' or 'host', got {backend!r}")
-    if policy is Policy.FIFO:
-        return FIFOIndex(num_pools, capacity, dev)
-    if policy is Policy.LRU:
-        return LRUIndex(num_pools, capacity, dev)
-    if policy is Policy.PRIORITY:
-        return PriorityIndex(num_pools, capacity, dev)
-    raise ConfigError(f"unknown policy {policy!r}")
