@@ -8,7 +8,8 @@ Pure Python (standard library only). Each module owns one concept:
 * ``pool``    - slot pools and the FIFO / LRU / PRIORITY eviction policies;
 * ``entry``   - entries and batches: assemble, append, split, window, registers;
 * ``manager`` - root and recurrent tiers, hierarchical lookup, searches, clearing;
-* ``contracts`` - bounded CrossHair drivers over all of the above.
+* ``drivers`` - bounded CrossHair drivers over all of the above (a package, not imported
+  here).
 
 The implementation (``zerokv``) uses the same names for the same concepts.
 """
