@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -34,6 +35,7 @@ from zerokv_spec.errors import (
 from zerokv_spec.keys import Latent, zkv64_key
 from zerokv_spec.manager import CacheManager, ManagerConfig, Scope
 from zerokv_spec.pool import Policy, SlotPool, make_pool
+from zerokv_spec.validate import positive_int
 
 POLICIES = st.sampled_from(Policy)
 KEYS = st.integers(min_value=0, max_value=7)
@@ -243,6 +245,27 @@ def test_capacity_below_one(policy: Policy, capacity: int) -> None:
         make_pool(policy, capacity)
     with pytest.raises(ConfigError):
         ManagerConfig(1, 1, 6, capacity, 1)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, False, 1.0, "2", None])
+def test_positive_int_is_the_one_check_of_sizes(bad: object) -> None:
+    """``positive_int`` refuses anything but an int >= 1, with one message everywhere."""
+    assert positive_int(1, "n") == 1
+    assert positive_int(2**70, "n") == 2**70
+    message = f"must be an int >= 1, got {bad!r}"
+    with pytest.raises(ConfigError, match=re.escape(f"n {message}")):
+        positive_int(bad, "n")
+    for name, make in (
+        ("capacity", lambda: make_pool(Policy.LRU, bad)),  # type: ignore[arg-type]
+        ("env_num", lambda: ManagerConfig(bad, 1, 6, 2, 2)),  # type: ignore[arg-type]
+        ("num_layers", lambda: ManagerConfig(1, bad, 6, 2, 2)),  # type: ignore[arg-type]
+        ("root_capacity", lambda: ManagerConfig(1, 1, 6, bad, 2)),  # type: ignore[arg-type]
+        ("recurrent_capacity", lambda: ManagerConfig(1, 1, 6, 2, bad)),  # type: ignore[arg-type]
+        ("num_simulations", lambda: ManagerConfig.legacy(1, 1, 6, bad)),  # type: ignore[arg-type]
+        ("max_cache_size", lambda: ManagerConfig.legacy(1, 1, 6, 4, bad)),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"{name} {message}")):
+            make()
 
 
 @given(filled_pool(), st.sampled_from([2**63, -(2**63) - 1, 2**64]))

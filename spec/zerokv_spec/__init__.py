@@ -3,6 +3,7 @@
 Pure Python (standard library only). Each module owns one concept:
 
 * ``errors``  - the exception types shared with the implementation;
+* ``validate`` - the shared argument check ``positive_int`` (an int >= 1);
 * ``keys``    - keys, fingerprints and the exact hash functions (``zkv64``);
 * ``stats``   - per-pool and manager statistics and their identities;
 * ``pool``    - slot pools and the FIFO / LRU / PRIORITY eviction policies;

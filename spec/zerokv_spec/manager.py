@@ -58,6 +58,7 @@ from zerokv_spec.errors import (
 from zerokv_spec.keys import check_key, scoped_fingerprint, scoped_key
 from zerokv_spec.pool import LookupStatus, Policy, PutResult, SlotPool, make_pool
 from zerokv_spec.stats import ManagerStats, PoolStats
+from zerokv_spec.validate import positive_int
 
 __all__ = [
     "CacheManager",
@@ -95,11 +96,6 @@ def legacy_recurrent_capacity(num_simulations: int, env_num: int) -> int:
     return num_simulations * env_num
 
 
-def _positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ManagerConfig:
     """Shape and sizes of a manager's pools."""
@@ -113,11 +109,11 @@ class ManagerConfig:
     scope: Scope = Scope.ENV
 
     def __post_init__(self) -> None:
-        _positive_int(self.env_num, "env_num")
-        _positive_int(self.num_layers, "num_layers")
+        positive_int(self.env_num, "env_num")
+        positive_int(self.num_layers, "num_layers")
         check_context_length(self.context_length)
-        _positive_int(self.root_capacity, "root_capacity")
-        _positive_int(self.recurrent_capacity, "recurrent_capacity")
+        positive_int(self.root_capacity, "root_capacity")
+        positive_int(self.recurrent_capacity, "recurrent_capacity")
         if not isinstance(self.policy, Policy):
             raise ConfigError(f"policy must be a Policy, got {self.policy!r}")
         if not isinstance(self.scope, Scope):
@@ -134,9 +130,9 @@ class ManagerConfig:
         scope: Scope = Scope.ENV,
     ) -> ManagerConfig:
         """The sizes LightZero derives from ``num_simulations`` and ``max_cache_size``."""
-        _positive_int(num_simulations, "num_simulations")
-        _positive_int(max_cache_size, "max_cache_size")
-        _positive_int(env_num, "env_num")
+        positive_int(num_simulations, "num_simulations")
+        positive_int(max_cache_size, "max_cache_size")
+        positive_int(env_num, "env_num")
         return ManagerConfig(
             env_num=env_num,
             num_layers=num_layers,
