@@ -30,11 +30,12 @@ from zerokv_spec.errors import (
     KeyNotFoundError,
     KeyRangeError,
     SlotRangeError,
+    UnsupportedOperationError,
     ZeroKVError,
 )
 from zerokv_spec.keys import Latent, zkv64_key
 from zerokv_spec.manager import CacheManager, ManagerConfig, Scope
-from zerokv_spec.pool import Policy, SlotPool, make_pool
+from zerokv_spec.pool import Policy, PriorityPool, SlotPool, make_pool
 from zerokv_spec.validate import positive_int
 
 POLICIES = st.sampled_from(Policy)
@@ -313,3 +314,25 @@ def test_manager_bad_inputs_change_nothing(
     refused(mgr, BatchError, lambda: mgr.store_recurrent_many([0], [1], [ok, ok]))
     refused(mgr, EntryError, lambda: mgr.store_root_many([0, 1], [1, 2], [ok, long_entry]))
     mgr.check()
+
+
+def test_store_root_many_checks_priorities_against_each_rows_root_pool() -> None:
+    """``store_root_many`` checks row ``b``'s priority against ``roots[env_ids[b]]``.
+
+    Through the public API every pool of a manager has the manager's policy, so checking
+    against the recurrent pool (as the spec once did) gives the same answers. To tell the
+    two apart, this test gives the manager a recurrent pool of another policy.
+    """
+    ok = Entry(((1.0,),), ((1.0,),))
+    # Priority root pools, FIFO recurrent pool: a root priority is accepted and stored.
+    prio = CacheManager(ManagerConfig(2, 1, 6, 2, 3, policy=Policy.PRIORITY))
+    prio.recurrent = make_pool(Policy.FIFO, 3)
+    prio.store_root_many([0, 1], [1, 2], [ok, ok], priorities=[2.0, None])
+    root = prio.roots[0]
+    assert isinstance(root, PriorityPool)
+    assert root.priority[root.slot_of(1)] == 2.0
+    # FIFO root pools, priority recurrent pool: refused before any row is stored.
+    fifo = CacheManager(ManagerConfig(2, 1, 6, 2, 3, policy=Policy.FIFO))
+    fifo.recurrent = make_pool(Policy.PRIORITY, 3)
+    store = partial(fifo.store_root_many, [0, 0], [1, 2], [ok, ok], priorities=[None, 1.0])
+    refused(fifo, UnsupportedOperationError, store)

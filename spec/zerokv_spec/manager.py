@@ -338,7 +338,7 @@ class CacheManager:
 
     def _check_store_many(
         self,
-        pools: Sequence[SlotPool[Entry]],
+        tier: Tier,
         env_ids: Sequence[int],
         keys: Sequence[int],
         entries: Sequence[Entry],
@@ -353,7 +353,8 @@ class CacheManager:
             raise BatchError(f"got {len(keys)} keys but {len(prios)} priorities")
         for e, k, entry, f in zip(env_ids, keys, entries, fps):
             self._check_store_args(e, k, entry, f)
-        for pool, p in zip(pools, prios):
+        for e, p in zip(env_ids, prios):  # each row's own pool (its env id is valid by now)
+            pool = self.roots[e] if tier is Tier.ROOT else self.recurrent
             pool.check_priority_argument(p)
         return fps, prios
 
@@ -366,8 +367,9 @@ class CacheManager:
         priorities: Sequence[float | None] | None = None,
     ) -> list[PutResult]:
         """The fold of ``store_root``; all arguments are checked before any change."""
-        pools = [self.recurrent] * len(keys)  # every pool of a manager shares one policy
-        fps, prios = self._check_store_many(pools, env_ids, keys, entries, fingerprints, priorities)
+        fps, prios = self._check_store_many(
+            Tier.ROOT, env_ids, keys, entries, fingerprints, priorities
+        )
         return [
             self.store_root(e, k, entry, f, p)
             for e, k, entry, f, p in zip(env_ids, keys, entries, fps, prios)
@@ -382,8 +384,9 @@ class CacheManager:
         priorities: Sequence[float | None] | None = None,
     ) -> list[PutResult]:
         """The fold of ``store_recurrent``; a batch over the search budget changes nothing."""
-        pools = [self.recurrent] * len(keys)
-        fps, prios = self._check_store_many(pools, env_ids, keys, entries, fingerprints, priorities)
+        fps, prios = self._check_store_many(
+            Tier.RECURRENT, env_ids, keys, entries, fingerprints, priorities
+        )
         self._check_budget(len(keys))
         return [
             self.store_recurrent(e, k, entry, f, p)
