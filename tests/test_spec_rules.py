@@ -139,17 +139,17 @@ def test_split_assemble_roundtrip(es: list[Entry], extra: int) -> None:
 
 @given(entry_lists(), st.integers(0, 3), st.integers(1, 4), st.integers(4, 12), st.data())
 def test_append_then_split(
-    es: list[Entry], extra: int, t: int, capacity: int, data: st.DataObject
+    es: list[Entry], extra: int, t: int, context_length: int, data: st.DataObject
 ) -> None:
     batch = assemble(es, max(e.size for e in es) + extra)
     layers, rows, width = batch.num_layers, batch.rows, batch.width
     new_row = st.lists(SMALL, min_size=t, max_size=t).map(tuple)
     new_k = [[data.draw(new_row) for _ in range(rows)] for _ in range(layers)]
     new_v = [[data.draw(new_row) for _ in range(rows)] for _ in range(layers)]
-    out = split(append(batch, new_k, new_v, capacity))
-    excess = width + t - capacity
+    out = split(append(batch, new_k, new_v, context_length))
+    excess = width + t - context_length
     drop = 0 if excess <= 0 else excess + excess % 2  # rounded up to even
-    assert overflow_drop(width, t, capacity) == drop
+    assert overflow_drop(width, t, context_length) == drop
     kept = 0 if drop >= width else width - drop
     assert len(out) == rows
     for b, (old, new) in enumerate(zip(es, out)):

@@ -74,13 +74,13 @@ def assemble_split_driver(sizes: list[int], layers: int, extra: int) -> Assemble
     return AssembleCase(entries, width, batch, split(batch))
 
 
-def expected_append(width: int, t: int, capacity: int) -> tuple[int, int]:
+def expected_append(width: int, t: int, context_length: int) -> tuple[int, int]:
     """``(columns dropped, width after)`` of ``append`` by the overflow rule, from scratch.
 
-    The excess ``width + t - capacity`` (when positive) rounded up to even is dropped; when
+    The excess ``width + t - context_length`` (when positive) rounded up to even is dropped; when
     that is the whole width the rows are emptied and only the ``t`` new columns remain.
     """
-    excess = width + t - capacity
+    excess = width + t - context_length
     drop = 0 if excess <= 0 else (excess if excess % 2 == 0 else excess + 1)
     return drop, (t if drop >= width else width - drop + t)
 
@@ -89,7 +89,7 @@ def expected_append(width: int, t: int, capacity: int) -> tuple[int, int]:
 class AppendCase:
     entries: tuple[Entry, ...]
     t: int
-    capacity: int
+    context_length: int
     batch: Batch
     new_k: tuple[tuple[tuple[float, ...], ...], ...]
     result: Batch
@@ -98,7 +98,7 @@ class AppendCase:
 
 def append_failures(c: AppendCase) -> list[str]:
     """``append`` then ``split``: each row keeps its newest surviving tokens, then the new."""
-    drop, width = expected_append(c.batch.width, c.t, c.capacity)
+    drop, width = expected_append(c.batch.width, c.t, c.context_length)
     kept = max(c.batch.width - drop, 0)
     expected_rows = tuple(
         e.k[0][e.size - min(e.size, kept) :] + c.new_k[0][b] for b, e in enumerate(c.entries)
@@ -106,7 +106,10 @@ def append_failures(c: AppendCase) -> list[str]:
     return failed(
         [
             ("append: width after = t if drop >= S else S - drop + t", c.result.width == width),
-            ("append: the width never exceeds the capacity", c.result.width <= c.capacity),
+            (
+                "append: the width never exceeds the context length",
+                c.result.width <= c.context_length,
+            ),
             ("append: an even number of columns is dropped", drop % 2 == 0),
             (
                 "append: each row = newest surviving tokens + its new ones",
@@ -121,21 +124,21 @@ def append_failures(c: AppendCase) -> list[str]:
     )
 
 
-def append_driver(sizes: list[int], extra: int, t: int, capacity: int) -> AppendCase:
+def append_driver(sizes: list[int], extra: int, t: int, context_length: int) -> AppendCase:
     """``append`` t tokens under the overflow rule, then ``split`` (2 layers).
 
     Sizes decode to ``0..5``; the batch width is the longest size plus ``extra``.
 
     pre: 1 <= len(sizes) <= 3
     pre: 0 <= extra <= 1
-    pre: 1 <= t <= 3 and t <= capacity <= 6
+    pre: 1 <= t <= 3 and t <= context_length <= 6
     post: append_failures(__return__) == []
     """
     layers = 2
     entries = tuple(make_entry(b, pick(s, 6), layers) for b, s in enumerate(sizes))
     batch = assemble(entries, max(e.size for e in entries) + pick(extra, 2))
     t = 1 + pick(t - 1, 3)
-    capacity = t + pick(capacity - t, 7 - t)
+    cl = t + pick(context_length - t, 7 - t)
     rows = range(len(entries))
     new_k = tuple(
         tuple(tuple(token(b, layer, 50 + j) for j in range(t)) for b in rows)
@@ -145,8 +148,8 @@ def append_driver(sizes: list[int], extra: int, t: int, capacity: int) -> Append
         tuple(tuple(token(b, layer, 50 + j, -1.0) for j in range(t)) for b in rows)
         for layer in range(layers)
     )
-    result = append(batch, new_k, new_v, capacity)
-    return AppendCase(entries, t, capacity, batch, new_k, result, split(result))
+    result = append(batch, new_k, new_v, cl)
+    return AppendCase(entries, t, cl, batch, new_k, result, split(result))
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,7 @@ def cycle_failures(c: CycleCase) -> list[str]:
 
 def window_sizes_driver(half_context: int, sizes: list[int], steps: int) -> CycleCase:
     """UniZero's store cycle with even ``cl = 2 * half_context``: assemble the rows, append
-    2 tokens (capacity ``cl``), ``store_rows``; rows start at odd sizes ``<= cl - 3``.
+    2 tokens (context length ``cl``), ``store_rows``; rows start at odd sizes ``<= cl - 3``.
 
     pre: 2 <= half_context <= 6
     pre: 1 <= len(sizes) <= 3
