@@ -1,17 +1,20 @@
-"""The CrossHair drivers of ``zerokv_spec.contracts`` bite: planted bugs are reported.
+"""The CrossHair drivers of ``zerokv_spec.drivers`` bite: planted bugs are reported.
 
 Each test copies the spec package into a temporary directory under its own name, plants
 one bug with a string replacement that must match exactly once, and runs
 ``crosshair check --analysis_kind=PEP316`` on one targeted driver with ``PYTHONPATH``
 pointing at the copy. A planted bug must give exit code 1 and a counterexample naming the
-driver; the unmodified spec must give exit code 0 on the same drivers.
+driver, located in the driver's module; the unmodified spec must give exit code 0 on the
+same drivers. A last test keeps the ``crosshair`` nox session's targets in step with the
+driver modules.
 
-CrossHair settings are those of the ``contracts`` nox session (``noxfile.py``). Skipped
-when CrossHair is not installed.
+CrossHair settings are those of the ``crosshair`` nox session (``noxfile.py``). The
+CrossHair runs are skipped when CrossHair is not installed.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -23,9 +26,11 @@ from pathlib import Path
 
 import pytest
 
-SPEC_PACKAGE = Path(__file__).resolve().parents[1] / "spec" / "zerokv_spec"
+ROOT = Path(__file__).resolve().parents[1]
+SPEC_PACKAGE = ROOT / "spec" / "zerokv_spec"
+DRIVERS = SPEC_PACKAGE / "drivers"
 
-#: The ``contracts`` session's limits (keep in step with ``noxfile.py``).
+#: The ``crosshair`` session's limits (keep in step with ``noxfile.py``).
 CROSSHAIR_OPTIONS = (
     "--analysis_kind=PEP316",
     "--per_condition_timeout=20",
@@ -46,7 +51,7 @@ def crosshair_command() -> list[str] | None:
 
 
 CROSSHAIR = crosshair_command()
-pytestmark = pytest.mark.skipif(
+needs_crosshair = pytest.mark.skipif(
     CROSSHAIR is None, reason="CrossHair is not installed (pip install crosshair-tool==0.0.113)"
 )
 
@@ -57,7 +62,7 @@ class Mutant:
     module: str  # file inside zerokv_spec/
     old: str
     new: str
-    driver: str  # the driver of zerokv_spec.contracts that must report it
+    driver: str  # "<module>.<driver>" in zerokv_spec.drivers: the driver that must report it
 
 
 MUTANTS = [
@@ -66,42 +71,42 @@ MUTANTS = [
         "pool.py",
         "self.next = (self.next + 1) % self.capacity",
         "self.next = (self.next + 2) % self.capacity",
-        "fifo_put_driver",
+        "pool_drivers.fifo_put_driver",
     ),
     Mutant(
         "fifo-pointer-wraps-one-late",
         "pool.py",
         "self.next = (self.next + 1) % self.capacity",
         "self.next = (self.next + 1) % (self.capacity + 1)",
-        "fifo_put_driver",
+        "pool_drivers.fifo_put_driver",
     ),
     Mutant(
         "evicted-key-keeps-its-reverse-mapping",
         "pool.py",
         "                del self.index[evicted]\n",
         "",
-        "fifo_put_driver",
+        "pool_drivers.fifo_put_driver",
     ),
     Mutant(
         "lru-evicts-the-most-recent-key",
         "pool.py",
         "return min(range(self.capacity), key=lambda s: self.last_use[s])",
         "return max(range(self.capacity), key=lambda s: self.last_use[s])",
-        "lru_put_driver",
+        "pool_drivers.lru_put_driver",
     ),
     Mutant(
         "priority-ties-go-to-the-newest-key",
         "pool.py",
         "return (self.priority[slot], self.inserted_at[slot])",
         "return (self.priority[slot], -self.inserted_at[slot])",
-        "priority_put_driver",
+        "pool_drivers.priority_put_driver",
     ),
     Mutant(
         "reserved-columns-hold-ones",
         "manager.py",
         "tuple(tuple(0.0 for _ in range(t)) for _ in range(rows))",
         "tuple(tuple(1.0 for _ in range(t)) for _ in range(rows))",
-        "manager_gather_driver",
+        "manager_drivers.manager_gather_driver",
     ),
 ]
 
@@ -120,11 +125,11 @@ def copy_spec(root: Path, mutant: Mutant | None = None) -> Path:
 
 
 def run_crosshair(root: Path, drivers: list[str], timeout: int) -> subprocess.CompletedProcess[str]:
-    """``crosshair check`` of ``zerokv_spec.contracts.<driver>`` with only ``root`` on the path."""
+    """``crosshair check`` of ``zerokv_spec.drivers.<driver>`` with only ``root`` on the path."""
     assert CROSSHAIR is not None
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(root)
-    targets = [f"zerokv_spec.contracts.{d}" for d in drivers]
+    targets = [f"zerokv_spec.drivers.{d}" for d in drivers]
     return subprocess.run(
         [*CROSSHAIR, "check", *CROSSHAIR_OPTIONS, *targets],
         cwd=root,
@@ -147,20 +152,23 @@ def imported_from(root: Path) -> Path:
     return Path(out.stdout.strip()).resolve()
 
 
+@needs_crosshair
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
 def test_planted_bug_is_reported(mutant: Mutant, tmp_path: Path) -> None:
     root = copy_spec(tmp_path, mutant)
     result = run_crosshair(root, [mutant.driver], MUTANT_TIMEOUT)
     output = result.stdout + result.stderr
     assert result.returncode == 1, f"CrossHair missed {mutant.name}:\n{output}"
+    module, driver = mutant.driver.split(".")
     counterexample = re.search(
-        rf"contracts\.py:\d+: error: .* when calling {mutant.driver}\(", output
+        rf"drivers[/\\]{module}\.py:\d+: error: .* when calling {driver}\(", output
     )
     assert counterexample is not None, output
     # The counterexample comes from the mutated copy, not from an installed zerokv_spec.
     assert str(root.resolve()) in output or str(root) in output, output
 
 
+@needs_crosshair
 def test_unmodified_spec_passes_the_targeted_drivers(tmp_path: Path) -> None:
     root = copy_spec(tmp_path)
     assert imported_from(root).is_relative_to(root.resolve())
@@ -169,3 +177,30 @@ def test_unmodified_spec_passes_the_targeted_drivers(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "error:" not in output, output
+
+
+def defines_drivers(path: Path) -> bool:
+    """Whether the module at ``path`` defines a function with a PEP 316 ``post:`` line."""
+    tree = ast.parse(path.read_text())
+    return any(
+        isinstance(node, ast.FunctionDef)
+        and re.search(r"^\s*post:", ast.get_docstring(node) or "", re.MULTILINE) is not None
+        for node in tree.body
+    )
+
+
+def test_the_crosshair_session_checks_every_driver_module() -> None:
+    """``CROSSHAIR_TARGETS`` (read from ``noxfile.py``, not imported) lists exactly the modules
+    of ``zerokv_spec.drivers`` that define drivers."""
+    noxfile = ast.parse((ROOT / "noxfile.py").read_text())
+    targets = next(
+        ast.literal_eval(node.value)
+        for node in noxfile.body
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == "CROSSHAIR_TARGETS"
+        and node.value is not None
+    )
+    modules = sorted(p for p in DRIVERS.glob("*.py") if defines_drivers(p))
+    assert modules, f"no module of {DRIVERS} defines a driver"
+    assert sorted(targets) == sorted(p.relative_to(ROOT).as_posix() for p in modules)

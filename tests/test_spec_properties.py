@@ -205,9 +205,9 @@ def test_assemble_split_round_trip(rows: list[Entry], extra: int | None) -> None
     assert split(batch) == tuple(rows)
 
 
-def overflow(width: int, t: int, capacity: int) -> int:
-    """Columns ``append`` drops: the excess over the capacity, rounded up to even."""
-    excess = width + t - capacity
+def overflow(width: int, t: int, context_length: int) -> int:
+    """Columns ``append`` drops: the excess over the context length, rounded up to even."""
+    excess = width + t - context_length
     return 0 if excess <= 0 else excess + excess % 2
 
 
@@ -216,16 +216,16 @@ def test_append_then_split_is_per_entry_append(
     rows: list[Entry], extra: int, t: int, data: st.DataObject
 ) -> None:
     batch = assemble(rows, max(e.size for e in rows) + extra)
-    capacity = data.draw(st.integers(t, batch.width + t + 2), label="capacity")
+    cl = data.draw(st.integers(t, batch.width + t + 2), label="context_length")
     layers = rows[0].num_layers
     new = st.lists(st.tuples(*[TOKENS] * t), min_size=len(rows), max_size=len(rows))
     new_k = [data.draw(new, label="new K") for _ in range(layers)]
     new_v = [data.draw(new, label="new V") for _ in range(layers)]
-    out = append(batch, new_k, new_v, capacity)
-    drop = overflow(batch.width, t, capacity)
+    out = append(batch, new_k, new_v, cl)
+    drop = overflow(batch.width, t, cl)
     kept = 0 if drop >= batch.width else batch.width - drop
     assert drop % 2 == 0
-    assert out.width == kept + t <= capacity
+    assert out.width == kept + t <= cl
     for b, (e, row) in enumerate(zip(rows, split(out))):
         survive = min(e.size, kept)  # the newest tokens of the row that fit
         for layer in range(layers):
@@ -644,7 +644,7 @@ PURE_BAD_INPUTS: list[tuple[str, type[Exception], Callable[[], object]]] = [
     ),
     ("append: no new token", BatchError, lambda: append(BATCH, [[(), ()]], [[(), ()]], 8)),
     (
-        "append: more tokens than the capacity",
+        "append: more tokens than the context length",
         BatchError,
         lambda: append(BATCH, [[(1.0,) * 3] * 2], [[(1.0,) * 3] * 2], 2),
     ),

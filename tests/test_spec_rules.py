@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -29,11 +30,13 @@ from zerokv_spec.errors import (
     KeyNotFoundError,
     KeyRangeError,
     SlotRangeError,
+    UnsupportedOperationError,
     ZeroKVError,
 )
 from zerokv_spec.keys import Latent, zkv64_key
 from zerokv_spec.manager import CacheManager, ManagerConfig, Scope
-from zerokv_spec.pool import Policy, SlotPool, make_pool
+from zerokv_spec.pool import Policy, PriorityPool, SlotPool, make_pool
+from zerokv_spec.validate import positive_int
 
 POLICIES = st.sampled_from(Policy)
 KEYS = st.integers(min_value=0, max_value=7)
@@ -136,17 +139,17 @@ def test_split_assemble_roundtrip(es: list[Entry], extra: int) -> None:
 
 @given(entry_lists(), st.integers(0, 3), st.integers(1, 4), st.integers(4, 12), st.data())
 def test_append_then_split(
-    es: list[Entry], extra: int, t: int, capacity: int, data: st.DataObject
+    es: list[Entry], extra: int, t: int, context_length: int, data: st.DataObject
 ) -> None:
     batch = assemble(es, max(e.size for e in es) + extra)
     layers, rows, width = batch.num_layers, batch.rows, batch.width
     new_row = st.lists(SMALL, min_size=t, max_size=t).map(tuple)
     new_k = [[data.draw(new_row) for _ in range(rows)] for _ in range(layers)]
     new_v = [[data.draw(new_row) for _ in range(rows)] for _ in range(layers)]
-    out = split(append(batch, new_k, new_v, capacity))
-    excess = width + t - capacity
+    out = split(append(batch, new_k, new_v, context_length))
+    excess = width + t - context_length
     drop = 0 if excess <= 0 else excess + excess % 2  # rounded up to even
-    assert overflow_drop(width, t, capacity) == drop
+    assert overflow_drop(width, t, context_length) == drop
     kept = 0 if drop >= width else width - drop
     assert len(out) == rows
     for b, (old, new) in enumerate(zip(es, out)):
@@ -245,6 +248,27 @@ def test_capacity_below_one(policy: Policy, capacity: int) -> None:
         ManagerConfig(1, 1, 6, capacity, 1)
 
 
+@pytest.mark.parametrize("bad", [0, -1, True, False, 1.0, "2", None])
+def test_positive_int_is_the_one_check_of_sizes(bad: object) -> None:
+    """``positive_int`` refuses anything but an int >= 1, with one message everywhere."""
+    assert positive_int(1, "n") == 1
+    assert positive_int(2**70, "n") == 2**70
+    message = f"must be an int >= 1, got {bad!r}"
+    with pytest.raises(ConfigError, match=re.escape(f"n {message}")):
+        positive_int(bad, "n")
+    for name, make in (
+        ("capacity", lambda: make_pool(Policy.LRU, bad)),  # type: ignore[arg-type]
+        ("env_num", lambda: ManagerConfig(bad, 1, 6, 2, 2)),  # type: ignore[arg-type]
+        ("num_layers", lambda: ManagerConfig(1, bad, 6, 2, 2)),  # type: ignore[arg-type]
+        ("root_capacity", lambda: ManagerConfig(1, 1, 6, bad, 2)),  # type: ignore[arg-type]
+        ("recurrent_capacity", lambda: ManagerConfig(1, 1, 6, 2, bad)),  # type: ignore[arg-type]
+        ("num_simulations", lambda: ManagerConfig.legacy(1, 1, 6, bad)),  # type: ignore[arg-type]
+        ("max_cache_size", lambda: ManagerConfig.legacy(1, 1, 6, 4, bad)),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"{name} {message}")):
+            make()
+
+
 @given(filled_pool(), st.sampled_from([2**63, -(2**63) - 1, 2**64]))
 def test_pool_bad_inputs_change_nothing(pool: SlotPool[int], bad: int) -> None:
     refused(pool, KeyRangeError, lambda: pool.put(bad, 0))
@@ -290,3 +314,25 @@ def test_manager_bad_inputs_change_nothing(
     refused(mgr, BatchError, lambda: mgr.store_recurrent_many([0], [1], [ok, ok]))
     refused(mgr, EntryError, lambda: mgr.store_root_many([0, 1], [1, 2], [ok, long_entry]))
     mgr.check()
+
+
+def test_store_root_many_checks_priorities_against_each_rows_root_pool() -> None:
+    """``store_root_many`` checks row ``b``'s priority against ``roots[env_ids[b]]``.
+
+    Through the public API every pool of a manager has the manager's policy, so checking
+    against the recurrent pool (as the spec once did) gives the same answers. To tell the
+    two apart, this test gives the manager a recurrent pool of another policy.
+    """
+    ok = Entry(((1.0,),), ((1.0,),))
+    # Priority root pools, FIFO recurrent pool: a root priority is accepted and stored.
+    prio = CacheManager(ManagerConfig(2, 1, 6, 2, 3, policy=Policy.PRIORITY))
+    prio.recurrent = make_pool(Policy.FIFO, 3)
+    prio.store_root_many([0, 1], [1, 2], [ok, ok], priorities=[2.0, None])
+    root = prio.roots[0]
+    assert isinstance(root, PriorityPool)
+    assert root.priority[root.slot_of(1)] == 2.0
+    # FIFO root pools, priority recurrent pool: refused before any row is stored.
+    fifo = CacheManager(ManagerConfig(2, 1, 6, 2, 3, policy=Policy.FIFO))
+    fifo.recurrent = make_pool(Policy.PRIORITY, 3)
+    store = partial(fifo.store_root_many, [0, 0], [1, 2], [ok, ok], priorities=[None, 1.0])
+    refused(fifo, UnsupportedOperationError, store)

@@ -3,12 +3,14 @@
 Pure Python (standard library only). Each module owns one concept:
 
 * ``errors``  - the exception types shared with the implementation;
+* ``validate`` - the shared argument check ``positive_int`` (an int >= 1);
 * ``keys``    - keys, fingerprints and the exact hash functions (``zkv64``);
 * ``stats``   - per-pool and manager statistics and their identities;
 * ``pool``    - slot pools and the FIFO / LRU / PRIORITY eviction policies;
 * ``entry``   - entries and batches: assemble, append, split, window, registers;
 * ``manager`` - root and recurrent tiers, hierarchical lookup, searches, clearing;
-* ``contracts`` - bounded CrossHair drivers over all of the above.
+* ``drivers`` - bounded CrossHair drivers over all of the above (a package, not imported
+  here).
 
 The implementation (``zerokv``) uses the same names for the same concepts.
 """

@@ -15,9 +15,9 @@ Rules (the domain facts of UniZero's cache, made exact):
 
 * ``assemble(entries, width)`` - ``S = max(sizes)`` (or ``width``, which must be at least
   that); row ``b`` = ``S - s_b`` zeros, then the entry's tokens.
-* ``append(batch, new_k, new_v, capacity)`` - the model writes ``t`` new tokens at columns
-  ``[S, S + t)`` of every row. If ``S + t > capacity`` the batch first drops its ``d``
-  oldest columns, ``d = S + t - capacity`` rounded up to even; when ``d >= S`` every row is
+* ``append(batch, new_k, new_v, context_length)`` - the model writes ``t`` new tokens at
+  columns ``[S, S + t)`` of every row. If ``S + t > cl`` the batch first drops its ``d``
+  oldest columns, ``d = S + t - cl`` rounded up to even; when ``d >= S`` every row is
   emptied instead. Each row keeps the real tokens that survive.
 * ``split(batch)`` - row ``b`` becomes the entry of its real tokens; no padding survives.
 * ``window(entry, cl, correction)`` - when ``size >= cl - 1``: keep tokens ``[2, cl - 1)``
@@ -27,6 +27,9 @@ Rules (the domain facts of UniZero's cache, made exact):
 * ``remove_registers(batch, r)`` - drop the ``r`` newest columns: ``S' = S - r`` and
   ``lengths[b]' = max(0, lengths[b] - r)``.
 * ``store_rows(batch, cl, correction)`` - what a store writes: ``window(split(batch))``.
+
+Vocabulary: ``context_length`` (``cl``) bounds the tokens of an entry or a batch row;
+``capacity`` always counts a pool's slots, never tokens.
 """
 
 from __future__ import annotations
@@ -198,9 +201,9 @@ def assemble(entries: Sequence[Entry], width: int | None = None) -> Batch:
     return Batch(rows(k_by_layer), rows(v_by_layer), tuple(e.size for e in entries), width)
 
 
-def overflow_drop(width: int, new_tokens: int, capacity: int) -> int:
+def overflow_drop(width: int, new_tokens: int, context_length: int) -> int:
     """Columns ``append`` drops before writing (``>= width`` means the batch is emptied)."""
-    excess = width + new_tokens - capacity
+    excess = width + new_tokens - context_length
     if excess <= 0:
         return 0
     return excess + (excess % 2)
@@ -210,7 +213,7 @@ def append(
     batch: Batch,
     new_k: Sequence[Sequence[Tokens]],
     new_v: Sequence[Sequence[Tokens]],
-    capacity: int,
+    context_length: int,
 ) -> Batch:
     """Write ``t`` new tokens per row after the overflow rule (module docstring)."""
     layers, rows = batch.num_layers, batch.rows
@@ -222,9 +225,9 @@ def append(
             raise BatchError(f"new tokens must be {rows} rows of {t} tokens in every layer")
     if t < 1:
         raise BatchError("append needs at least one new token")
-    if t > capacity:
-        raise BatchError(f"cannot append {t} tokens to a cache of capacity {capacity}")
-    drop = overflow_drop(batch.width, t, capacity)
+    if t > context_length:
+        raise BatchError(f"cannot append {t} tokens to a context of length {context_length}")
+    drop = overflow_drop(batch.width, t, context_length)
     if drop >= batch.width:
         kept_width, lengths = 0, tuple(0 for _ in batch.lengths)
     else:

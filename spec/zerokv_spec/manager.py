@@ -58,6 +58,7 @@ from zerokv_spec.errors import (
 from zerokv_spec.keys import check_key, scoped_fingerprint, scoped_key
 from zerokv_spec.pool import LookupStatus, Policy, PutResult, SlotPool, make_pool
 from zerokv_spec.stats import ManagerStats, PoolStats
+from zerokv_spec.validate import positive_int
 
 __all__ = [
     "CacheManager",
@@ -95,11 +96,6 @@ def legacy_recurrent_capacity(num_simulations: int, env_num: int) -> int:
     return num_simulations * env_num
 
 
-def _positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ManagerConfig:
     """Shape and sizes of a manager's pools."""
@@ -113,11 +109,11 @@ class ManagerConfig:
     scope: Scope = Scope.ENV
 
     def __post_init__(self) -> None:
-        _positive_int(self.env_num, "env_num")
-        _positive_int(self.num_layers, "num_layers")
+        positive_int(self.env_num, "env_num")
+        positive_int(self.num_layers, "num_layers")
         check_context_length(self.context_length)
-        _positive_int(self.root_capacity, "root_capacity")
-        _positive_int(self.recurrent_capacity, "recurrent_capacity")
+        positive_int(self.root_capacity, "root_capacity")
+        positive_int(self.recurrent_capacity, "recurrent_capacity")
         if not isinstance(self.policy, Policy):
             raise ConfigError(f"policy must be a Policy, got {self.policy!r}")
         if not isinstance(self.scope, Scope):
@@ -134,9 +130,9 @@ class ManagerConfig:
         scope: Scope = Scope.ENV,
     ) -> ManagerConfig:
         """The sizes LightZero derives from ``num_simulations`` and ``max_cache_size``."""
-        _positive_int(num_simulations, "num_simulations")
-        _positive_int(max_cache_size, "max_cache_size")
-        _positive_int(env_num, "env_num")
+        positive_int(num_simulations, "num_simulations")
+        positive_int(max_cache_size, "max_cache_size")
+        positive_int(env_num, "env_num")
         return ManagerConfig(
             env_num=env_num,
             num_layers=num_layers,
@@ -342,7 +338,7 @@ class CacheManager:
 
     def _check_store_many(
         self,
-        pools: Sequence[SlotPool[Entry]],
+        tier: Tier,
         env_ids: Sequence[int],
         keys: Sequence[int],
         entries: Sequence[Entry],
@@ -357,7 +353,8 @@ class CacheManager:
             raise BatchError(f"got {len(keys)} keys but {len(prios)} priorities")
         for e, k, entry, f in zip(env_ids, keys, entries, fps):
             self._check_store_args(e, k, entry, f)
-        for pool, p in zip(pools, prios):
+        for e, p in zip(env_ids, prios):  # each row's own pool (its env id is valid by now)
+            pool = self.roots[e] if tier is Tier.ROOT else self.recurrent
             pool.check_priority_argument(p)
         return fps, prios
 
@@ -370,8 +367,9 @@ class CacheManager:
         priorities: Sequence[float | None] | None = None,
     ) -> list[PutResult]:
         """The fold of ``store_root``; all arguments are checked before any change."""
-        pools = [self.recurrent] * len(keys)  # every pool of a manager shares one policy
-        fps, prios = self._check_store_many(pools, env_ids, keys, entries, fingerprints, priorities)
+        fps, prios = self._check_store_many(
+            Tier.ROOT, env_ids, keys, entries, fingerprints, priorities
+        )
         return [
             self.store_root(e, k, entry, f, p)
             for e, k, entry, f, p in zip(env_ids, keys, entries, fps, prios)
@@ -386,8 +384,9 @@ class CacheManager:
         priorities: Sequence[float | None] | None = None,
     ) -> list[PutResult]:
         """The fold of ``store_recurrent``; a batch over the search budget changes nothing."""
-        pools = [self.recurrent] * len(keys)
-        fps, prios = self._check_store_many(pools, env_ids, keys, entries, fingerprints, priorities)
+        fps, prios = self._check_store_many(
+            Tier.RECURRENT, env_ids, keys, entries, fingerprints, priorities
+        )
         self._check_budget(len(keys))
         return [
             self.store_recurrent(e, k, entry, f, p)

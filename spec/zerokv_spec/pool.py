@@ -55,6 +55,7 @@ from zerokv_spec.errors import (
 )
 from zerokv_spec.keys import check_key
 from zerokv_spec.stats import PoolStats
+from zerokv_spec.validate import positive_int
 
 __all__ = [
     "FIFOPool",
@@ -136,10 +137,7 @@ class SlotPool(Generic[V]):
     policy = Policy.FIFO  # overridden by each subclass
 
     def __post_init__(self) -> None:
-        if isinstance(self.capacity, bool) or not isinstance(self.capacity, int):
-            raise ConfigError(f"capacity must be an int, got {type(self.capacity).__name__}")
-        if self.capacity < 1:
-            raise ConfigError(f"capacity must be >= 1, got {self.capacity}")
+        positive_int(self.capacity, "capacity")
         self.slot_keys = [None] * self.capacity
         self.slot_fingerprints = [None] * self.capacity
         self.slot_values = [None] * self.capacity
