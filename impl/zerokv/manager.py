@@ -40,7 +40,6 @@ from zerokv import checks
 from zerokv.entry import Batch, Correction, Entries
 from zerokv.errors import BatchError, ConfigError, ContractViolation, SearchCapacityError
 from zerokv.index import Found, PutResult, Region, TierLookup
-from zerokv.index.base import positive_int
 from zerokv.keys import KeyFn, keys_and_fingerprints, zkv64_fingerprints
 from zerokv.pool import SlotPool
 from zerokv.rows import Rows, check_keys, env_id_list
@@ -55,6 +54,7 @@ from zerokv_spec.manager import (
 )
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import ManagerStats, PoolStats
+from zerokv_spec.validate import positive_int
 
 __all__ = ["CacheConfig", "CacheManager", "TierLookup"]
 

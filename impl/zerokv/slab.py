@@ -37,8 +37,9 @@ from zerokv.entry import (
     write_rows,
 )
 from zerokv.errors import BatchError, ConfigError, DeviceError, DTypeError, ShapeError
-from zerokv.index.base import Placement, positive_int
+from zerokv.index.base import Placement
 from zerokv_spec.entry import overflow_drop
+from zerokv_spec.validate import positive_int
 
 __all__ = ["Slab"]
 

@@ -3,8 +3,8 @@
 This module owns the one spelling of "an int >= 1": ``positive_int``. Every size in a
 configuration (capacities, ``env_num``, ``num_layers``, ``num_simulations``...) goes
 through it, so the same bad value raises the same ``ConfigError`` with the same message
-wherever it is given. (The implementation's ``zerokv.validate`` checks tensors; this module
-checks plain values and needs only the standard library.)
+wherever it is given. (The implementation's ``zerokv.rows`` and ``zerokv.slab`` check tensors; this
+module checks plain values and needs only the standard library.)
 """
 
 from __future__ import annotations

@@ -28,11 +28,12 @@ from typing import Protocol
 
 import torch
 
-from zerokv.errors import ConfigError, InputError
+from zerokv.errors import InputError
 from zerokv.rows import Rows
 from zerokv_spec.manager import Tier
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
+from zerokv_spec.validate import positive_int
 
 __all__ = [
     "STATS_FIELDS",
@@ -45,7 +46,6 @@ __all__ = [
     "Region",
     "TierLookup",
     "check_priority_value",
-    "positive_int",
 ]
 
 #: The statistics counters, in the order the backends keep them.
@@ -59,13 +59,6 @@ STATS_FIELDS = (
     "evictions",
     "removals",
 )
-
-
-def positive_int(value: object, name: str) -> int:
-    """``value`` if it is an int >= 1, else ``ConfigError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def check_priority_value(priority: object) -> float:

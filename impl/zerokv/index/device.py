@@ -3,7 +3,7 @@
 All state lives in flat tensors on the cache's device, one element per slot of the region
 (``Region``) plus one **trash** element at the end:
 
-* ``keys``, ``occupied``, ``fps``, ``has_fp`` - the spec's ``slot_keys`` /
+* ``keys``, ``occupied``, ``fingerprints``, ``has_fingerprint`` - the spec's ``slot_keys`` /
   ``slot_fingerprints`` (an empty slot holds key 0, no fingerprint);
 * the spec's ``index`` (key -> slot) is not a separate structure: a lookup compares the
   key with all ``capacity`` slots of its pool in one vectorised comparison. For UniZero's
@@ -87,8 +87,8 @@ class _PoolRows:
 
     pool_ids: torch.Tensor
     keys: torch.Tensor
-    fps: torch.Tensor | None
-    has_fp: torch.Tensor | None
+    fingerprints: torch.Tensor | None
+    has_fingerprint: torch.Tensor | None
 
 
 @dataclass
@@ -119,9 +119,9 @@ class SlotIndex:
         n = region.slots + 1
         self.trash = n - 1
         self.keys = torch.zeros(n, dtype=torch.int64, device=self.device)
-        self.fps = torch.zeros(n, dtype=torch.int64, device=self.device)
+        self.fingerprints = torch.zeros(n, dtype=torch.int64, device=self.device)
         self.occupied = torch.zeros(n, dtype=torch.bool, device=self.device)
-        self.has_fp = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self.has_fingerprint = torch.zeros(n, dtype=torch.bool, device=self.device)
         self.stats = torch.zeros(
             self.num_pools, len(STATS_FIELDS), dtype=torch.int64, device=self.device
         )
@@ -157,12 +157,12 @@ class SlotIndex:
             return _PoolRows(pool_ids, rows.keys, rows.fingerprints, rows.has_fingerprint)
         key_tags, fp_tags = self._tags
         # Bound to the env: every row carries a fingerprint (a missing one counts as 0).
-        fps = rows.fingerprints
-        if fps is not None and rows.has_fingerprint is not None:
-            fps = fps * rows.has_fingerprint
+        given = rows.fingerprints
+        if given is not None and rows.has_fingerprint is not None:
+            given = given * rows.has_fingerprint
         tag = fp_tags.index_select(0, envs)
-        bound_fps = tag if fps is None else fps ^ tag
-        return _PoolRows(pool_ids, rows.keys ^ key_tags.index_select(0, envs), bound_fps, None)
+        bound = tag if given is None else given ^ tag
+        return _PoolRows(pool_ids, rows.keys ^ key_tags.index_select(0, envs), bound, None)
 
     def _pool_key(self, env_id: int, key: int) -> tuple[int, int]:
         """The pool and stored key of one row (host values)."""
@@ -223,14 +223,14 @@ class SlotIndex:
         """Hit, collision and slot per row of a batched ``get`` (``count``) or ``peek``;
         rows not ``active`` do nothing."""
         found, slot = self._match(rows.pool_ids, rows.keys)
-        if rows.fps is None:
+        if rows.fingerprints is None:
             hit, collision = found, torch.zeros_like(found)
         else:
             flat = rows.pool_ids * self.capacity + slot
-            stored_fp = self.fps.index_select(0, flat)
-            verified = self.has_fp.index_select(0, flat) & (stored_fp == rows.fps)
-            if rows.has_fp is not None:
-                verified = verified | ~rows.has_fp
+            stored_fp = self.fingerprints.index_select(0, flat)
+            verified = self.has_fingerprint.index_select(0, flat) & (stored_fp == rows.fingerprints)
+            if rows.has_fingerprint is not None:
+                verified = verified | ~rows.has_fingerprint
             hit, collision = found & verified, found & ~verified
         queried = torch.ones_like(found) if active is None else active
         if active is not None:
@@ -287,16 +287,22 @@ class SlotIndex:
         self.check_priorities(rows)
         pool_rows = self._pool_rows(rows)
         pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
-        fps_t = torch.zeros_like(keys) if pool_rows.fps is None else pool_rows.fps
-        has_t = pool_rows.has_fp
-        if has_t is None:
-            has_t = torch.full_like(keys, pool_rows.fps is not None, dtype=torch.bool)
+        fingerprint_t = (
+            torch.zeros_like(keys) if pool_rows.fingerprints is None else pool_rows.fingerprints
+        )
+        has_fingerprint_t = pool_rows.has_fingerprint
+        if has_fingerprint_t is None:
+            has_fingerprint_t = torch.full_like(
+                keys, pool_rows.fingerprints is not None, dtype=torch.bool
+            )
         before, same_pool = self._pairs(pool_ids)
         slot, evicted, evicted_mask, inserted = self.resolve_put(pool_ids, keys, before, rows)
         write = self._last_writers(pool_ids, slot, same_pool)
         self.keys[write] = keys
-        self.fps[write] = torch.where(has_t, fps_t, torch.zeros_like(fps_t))
-        self.has_fp[write] = has_t
+        self.fingerprints[write] = torch.where(
+            has_fingerprint_t, fingerprint_t, torch.zeros_like(fingerprint_t)
+        )
+        self.has_fingerprint[write] = has_fingerprint_t
         self.occupied[write] = True
         self._clean_trash()
         if rows.count:
@@ -367,8 +373,8 @@ class SlotIndex:
         slot = self._slot_in(pool_id, stored)
         flat = pool_id * self.capacity + slot
         self.keys[flat] = 0
-        self.fps[flat] = 0
-        self.has_fp[flat] = False
+        self.fingerprints[flat] = 0
+        self.has_fingerprint[flat] = False
         self.occupied[flat] = False
         self.on_remove(flat)
         self.stats[pool_id, _REMOVALS] += 1
@@ -383,8 +389,8 @@ class SlotIndex:
         """Empty one pool (or all); statistics are kept."""
         rng = self._pool_range(pool_id)
         self.keys[rng] = 0
-        self.fps[rng] = 0
-        self.has_fp[rng] = False
+        self.fingerprints[rng] = 0
+        self.has_fingerprint[rng] = False
         self.occupied[rng] = False
         self.reset_policy(pool_id)
 
@@ -447,10 +453,13 @@ class SlotIndex:
         """Everything observable about pool ``pool_id`` (reads the device)."""
         rng = self._pool_range(pool_id)
         slot_keys = self.slot_keys(pool_id)
-        fps = [f if h else None for f, h in zip(self.fps[rng].tolist(), self.has_fp[rng].tolist())]
+        values, given = self.fingerprints[rng].tolist(), self.has_fingerprint[rng].tolist()
+        fingerprints = [f if g else None for f, g in zip(values, given)]
         return PoolState(
             slot_keys=tuple(slot_keys),
-            fingerprints=tuple(f if k is not None else None for f, k in zip(fps, slot_keys)),
+            fingerprints=tuple(
+                f if k is not None else None for f, k in zip(fingerprints, slot_keys)
+            ),
             eviction_order=tuple(self.eviction_order(pool_id)),
             size=self.size(pool_id),
             stats=self.stats_of(pool_id),
@@ -477,7 +486,9 @@ class SlotIndex:
                 raise ContractViolation(f"pool {pool_id} stores a key twice: {keys}")
             rng = self._pool_range(pool_id)
             empty = ~self.occupied[rng]
-            if bool((self.has_fp[rng] & empty).any()) or bool((self.keys[rng][empty] != 0).any()):
+            if bool((self.has_fingerprint[rng] & empty).any()) or bool(
+                (self.keys[rng][empty] != 0).any()
+            ):
                 raise ContractViolation(f"pool {pool_id} has an empty slot that is not clean")
             self.stats_of(pool_id).check()
         if bool(self.occupied[self.trash].item()):

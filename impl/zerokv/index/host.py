@@ -10,7 +10,7 @@ write targets); the differential tests run both against the spec.
 Built like the spec's pools: ``HostIndex`` holds the policy-independent state and the
 fold; ``HostFIFOIndex``, ``HostLRUIndex`` and ``HostPriorityIndex`` override only the
 hooks that differ (``victim``, ``on_insert``, ``on_update``, ``on_hit``, ``reset_policy``,
-``eviction_order``, ``check_policy``). Per pool it keeps ``slot_keys`` / ``slot_fps``
+``eviction_order``, ``check_policy``). Per pool it keeps ``slot_keys`` / ``slot_fingerprints``
 lists, an ``index`` dict (key -> slot) and the policy's bookkeeping with the spec's names
 (``next``; ``last_use`` and ``clock``; ``priority``, ``inserted_at`` and ``clock``).
 """
@@ -86,7 +86,7 @@ class _PoolRows:
 
     pools: list[int]
     keys: list[int]
-    fps: list[int | None]
+    fingerprints: list[int | None]
 
 
 class HostIndex:
@@ -101,7 +101,7 @@ class HostIndex:
         self.device = torch.device(device)
         self.stats = [[0] * len(STATS_FIELDS) for _ in range(self.num_pools)]
         self.slot_keys_: list[list[int | None]] = [[] for _ in range(self.num_pools)]
-        self.slot_fps: list[list[int | None]] = [[] for _ in range(self.num_pools)]
+        self.slot_fingerprints: list[list[int | None]] = [[] for _ in range(self.num_pools)]
         self.index: list[dict[int, int]] = [{} for _ in range(self.num_pools)]
         self._tags: tuple[list[int], list[int]] | None = None
         if region.bound_envs is not None:
@@ -117,7 +117,7 @@ class HostIndex:
     def _reset(self, p: int) -> None:
         cap = self.capacity
         self.slot_keys_[p] = [None] * cap
-        self.slot_fps[p] = [None] * cap
+        self.slot_fingerprints[p] = [None] * cap
         self.index[p] = {}
         self.reset_policy(p)
 
@@ -131,8 +131,8 @@ class HostIndex:
         kt, ft = self._tags
         # Python's xor of two int64 values is an int64: the bound values stay signed.
         keys = [k ^ kt[e] for k, e in zip(host.keys, ids)]
-        fps: list[int | None] = [(f or 0) ^ ft[e] for f, e in zip(host.fingerprints, ids)]
-        return _PoolRows(pools, keys, fps)
+        bound: list[int | None] = [(f or 0) ^ ft[e] for f, e in zip(host.fingerprints, ids)]
+        return _PoolRows(pools, keys, bound)
 
     def _pool_key(self, env_id: int, key: int) -> tuple[int, int]:
         """The pool and stored key of one row."""
@@ -154,12 +154,12 @@ class HostIndex:
         for b in range(n):
             if active is not None and not active[b]:
                 continue
-            p, k, fp = rows.pools[b], rows.keys[b], rows.fps[b]
+            p, k, fp = rows.pools[b], rows.keys[b], rows.fingerprints[b]
             slot = self.index[p].get(k)
             stats = self.stats[p]
             if count:
                 stats[_Q] += 1
-            if slot is not None and (fp is None or self.slot_fps[p][slot] == fp):
+            if slot is not None and (fp is None or self.slot_fingerprints[p][slot] == fp):
                 status[b], slots[b] = 1, slot
                 if count:
                     stats[_H] += 1
@@ -235,7 +235,7 @@ class HostIndex:
             else:
                 stats[_U] += 1
                 self.on_update(p, slot, prio)
-            self.slot_fps[p][slot] = pool_rows.fps[b]
+            self.slot_fingerprints[p][slot] = pool_rows.fingerprints[b]
             slots[b] = slot
             writer[(p, slot)] = b
         region = self.region
@@ -292,7 +292,7 @@ class HostIndex:
         slot = self._slot_in(p, stored)
         del self.index[p][stored]
         self.slot_keys_[p][slot] = None
-        self.slot_fps[p][slot] = None
+        self.slot_fingerprints[p][slot] = None
         self.on_remove(p, slot)
         self.stats[p][_R] += 1
         return slot
@@ -360,7 +360,7 @@ class HostIndex:
         keys = self.slot_keys(pool_id)
         return PoolState(
             slot_keys=tuple(keys),
-            fingerprints=tuple(self.slot_fps[pool_id]),
+            fingerprints=tuple(self.slot_fingerprints[pool_id]),
             eviction_order=tuple(self.eviction_order(pool_id)),
             size=self.size(pool_id),
             stats=self.stats_of(pool_id),
@@ -386,7 +386,9 @@ class HostIndex:
             live = [s for s, k in enumerate(keys) if k is not None]
             if len(live) != len(self.index[p]):
                 raise ContractViolation(f"pool {p}: {len(live)} slots, {len(self.index[p])} keys")
-            if any(self.slot_fps[p][s] is not None for s, k in enumerate(keys) if k is None):
+            if any(
+                self.slot_fingerprints[p][s] is not None for s, k in enumerate(keys) if k is None
+            ):
                 raise ContractViolation(f"pool {p}: an empty slot keeps a fingerprint")
             self.check_policy(p, live)
             self.stats_of(p).check()
