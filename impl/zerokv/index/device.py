@@ -583,26 +583,49 @@ class FIFOIndex(SlotIndex):
             raise ContractViolation(f"ring pointer outside [0, {self.capacity}): {self.next}")
 
 
-class LRUIndex(SlotIndex):
-    """Least recently used; ``last_use`` per slot (-1 empty), ``clock`` per pool."""
-
-    policy = Policy.LRU
+class _ClockedIndex(SlotIndex):
+    """A policy that stamps slots with a per-pool clock: ``times`` per slot (-1 empty),
+    ``clock`` per pool (the next stamp)."""
 
     def reset_policy(self, pool_id: int | None) -> None:
         if pool_id is None:
-            self.last_use = torch.full((self.trash + 1,), -1, dtype=torch.int64, device=self.device)
+            self.times = torch.full((self.trash + 1,), -1, dtype=torch.int64, device=self.device)
             self.clock = torch.zeros(self.num_pools, dtype=torch.int64, device=self.device)
         else:
-            self.last_use[self._pool_range(pool_id)] = -1
+            self.times[self._pool_range(pool_id)] = -1
             self.clock[pool_id] = 0
+
+    def on_remove(self, flat: int) -> None:
+        self.times[flat] = -1
+
+    def check_policy(self) -> None:
+        for pool_id in range(self.num_pools):
+            rng = self._pool_range(pool_id)
+            live = self.occupied[rng]
+            times = self.times[rng][live].tolist()
+            clock = int(self.clock[pool_id].item())
+            if len(set(times)) != len(times) or any(not 0 <= t < clock for t in times):
+                raise ContractViolation(f"pool {pool_id}: times {times} vs clock {clock}")
+            if bool((self.times[rng][~live] != -1).any()):
+                raise ContractViolation(f"pool {pool_id}: an empty slot has a time")
+
+
+class LRUIndex(_ClockedIndex):
+    """Least recently used; ``times`` are the last uses (the spec's ``last_use``)."""
+
+    policy = Policy.LRU
+
+    @property
+    def last_use(self) -> torch.Tensor:
+        return self.times
 
     def on_hits(self, pool_ids: torch.Tensor, slot: torch.Tensor, hit: torch.Tensor) -> None:
         before, _ = self._pairs(pool_ids)
         rank = (before & hit.unsqueeze(0)).sum(dim=1)
         stamp = self.clock.index_select(0, pool_ids) + rank
         flat = torch.where(hit, pool_ids * self.capacity + slot, torch.full_like(slot, self.trash))
-        self.last_use.scatter_reduce_(0, flat, stamp, reduce="amax")
-        self.last_use[self.trash] = -1
+        self.times.scatter_reduce_(0, flat, stamp, reduce="amax")
+        self.times[self.trash] = -1
         self.clock.index_add_(0, pool_ids, hit.long())
 
     def victim(self, pool_id: torch.Tensor) -> torch.Tensor:
@@ -615,47 +638,32 @@ class LRUIndex(SlotIndex):
         inserted: torch.Tensor,
         priority: tuple[torch.Tensor, torch.Tensor | None] | None,
     ) -> None:
-        self.last_use[flat] = self.clock.index_select(0, pool_id)
+        self.times[flat] = self.clock.index_select(0, pool_id)
         self.clock.index_add_(0, pool_id, torch.ones_like(pool_id))
 
-    def on_remove(self, flat: int) -> None:
-        self.last_use[flat] = -1
-
     def eviction_order(self, pool_id: int) -> list[int]:
-        rng = self._pool_range(pool_id)
-        stamps = self.last_use[rng].tolist()
+        stamps = self.times[self._pool_range(pool_id)].tolist()
         live = [(stamps[s], k) for s, k in enumerate(self.slot_keys(pool_id)) if k is not None]
         return [k for _, k in sorted(live)]
 
-    def check_policy(self) -> None:
-        for pool_id in range(self.num_pools):
-            rng = self._pool_range(pool_id)
-            live = self.occupied[rng]
-            stamps = self.last_use[rng][live].tolist()
-            clock = int(self.clock[pool_id].item())
-            if len(set(stamps)) != len(stamps) or any(not 0 <= t < clock for t in stamps):
-                raise ContractViolation(f"pool {pool_id}: recency {stamps} vs clock {clock}")
-            if bool((self.last_use[rng][~live] != -1).any()):
-                raise ContractViolation(f"pool {pool_id}: an empty slot has a recency time")
 
-
-class PriorityIndex(SlotIndex):
-    """Lowest priority first, ties by earliest insertion (``inserted_at``, -1 empty)."""
+class PriorityIndex(_ClockedIndex):
+    """Lowest priority first, ties by earliest insertion (``times`` are the spec's
+    ``inserted_at``)."""
 
     policy = Policy.PRIORITY
     default_priority = 0.0
 
+    @property
+    def inserted_at(self) -> torch.Tensor:
+        return self.times
+
     def reset_policy(self, pool_id: int | None) -> None:
+        super().reset_policy(pool_id)
         if pool_id is None:
-            n = self.trash + 1
-            self.priority = torch.zeros(n, dtype=torch.float64, device=self.device)
-            self.inserted_at = torch.full((n,), -1, dtype=torch.int64, device=self.device)
-            self.clock = torch.zeros(self.num_pools, dtype=torch.int64, device=self.device)
+            self.priority = torch.zeros(self.trash + 1, dtype=torch.float64, device=self.device)
         else:
-            rng = self._pool_range(pool_id)
-            self.priority[rng] = 0.0
-            self.inserted_at[rng] = -1
-            self.clock[pool_id] = 0
+            self.priority[self._pool_range(pool_id)] = 0.0
 
     def check_priorities(self, rows: Rows) -> None:
         if rows.priorities is not None and rows.priorities.dtype != torch.float64:
@@ -676,9 +684,7 @@ class PriorityIndex(SlotIndex):
         priority: tuple[torch.Tensor, torch.Tensor | None] | None,
     ) -> None:
         clock = self.clock.index_select(0, pool_id)
-        self.inserted_at[flat] = torch.where(
-            inserted, clock, self.inserted_at.index_select(0, flat)
-        )
+        self.times[flat] = torch.where(inserted, clock, self.times.index_select(0, flat))
         self.clock.index_add_(0, pool_id, inserted.long())
         old = self.priority.index_select(0, flat)
         default = torch.full_like(old, self.default_priority)
@@ -691,8 +697,8 @@ class PriorityIndex(SlotIndex):
         self.priority[flat] = new
 
     def on_remove(self, flat: int) -> None:
+        super().on_remove(flat)
         self.priority[flat] = 0.0
-        self.inserted_at[flat] = -1
 
     def set_priority(self, env_id: int, key: int, priority: float) -> None:
         check_priority_value(priority)
@@ -715,12 +721,6 @@ class PriorityIndex(SlotIndex):
         return [k for _, _, k in sorted(live)]
 
     def check_policy(self) -> None:
-        for pool_id in range(self.num_pools):
-            rng = self._pool_range(pool_id)
-            live = self.occupied[rng]
-            ages = self.inserted_at[rng][live].tolist()
-            clock = int(self.clock[pool_id].item())
-            if len(set(ages)) != len(ages) or any(not 0 <= t < clock for t in ages):
-                raise ContractViolation(f"pool {pool_id}: insertion times {ages} vs {clock}")
-            if not bool(torch.isfinite(self.priority[rng]).all()):
-                raise ContractViolation(f"pool {pool_id}: a priority is not finite")
+        super().check_policy()
+        if not bool(torch.isfinite(self.priority[: self.trash]).all()):
+            raise ContractViolation("a priority is not finite")
