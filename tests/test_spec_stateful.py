@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -45,6 +46,7 @@ from zerokv_spec.errors import (
     KeyRangeError,
     SearchCapacityError,
     SlotRangeError,
+    StaleLookupError,
     UnsupportedOperationError,
 )
 from zerokv_spec.keys import scoped_key
@@ -477,6 +479,9 @@ class ManagerMachine(RuleBasedStateMachine):
         self.recurrent: PoolModel = FifoModel(1)
         self.budget: int | None = None
         self.used = 0
+        #: The last lookups, and whether a store or clear has succeeded since (stale).
+        self.last_found: list[TierLookup] = []
+        self.changed_since = False
 
     @initialize(
         env_num=st.integers(1, 3),
@@ -536,7 +541,8 @@ class ManagerMachine(RuleBasedStateMachine):
         return TierLookup(Tier.MISS, None, None, rstatus == "collision" or root_collided)
 
     def check_found(self, found: TierLookup, expected: TierLookup, env_id: int) -> None:
-        assert found == expected
+        # The generation is checked by its rule (``gather_last``), not by its numbering.
+        assert replace(found, generation=0) == expected
         if found.entry is not None and self.config.scope is Scope.ENV:
             assert found.entry.k[0][0] == env_id  # never another environment's entry
 
@@ -551,6 +557,7 @@ class ManagerMachine(RuleBasedStateMachine):
         recurrent = state_of(self.manager.recurrent)
         expected = self.roots[e].put(key, entry, fp, prio)
         result = self.manager.store_root(e, key, entry, fp, prio)
+        self.changed_since = True
         assert (result.slot, result.evicted, result.inserted) == expected
         assert [state_of(p) for i, p in enumerate(self.manager.roots) if i != e] == others
         assert state_of(self.manager.recurrent) == recurrent
@@ -571,6 +578,7 @@ class ManagerMachine(RuleBasedStateMachine):
         roots = [state_of(p) for p in self.manager.roots]
         expected = self.store_recurrent_model(e, key, entry, fp)
         result = self.manager.store_recurrent(e, key, entry, fp)
+        self.changed_since = True
         if self.budget is not None:
             self.used += 1
         slot, evicted, inserted = expected
@@ -600,6 +608,7 @@ class ManagerMachine(RuleBasedStateMachine):
         else:
             expected = [self.roots[e].put(k, x, None) for e, k, x in zip(envs, keys, entries)]
             results = self.manager.store_root_many(envs, keys, entries)
+        self.changed_since = self.changed_since or bool(rows)  # no rows: nothing changed
         assert [(r.slot, r.inserted) for r in results] == [(x[0], x[2]) for x in expected]
 
     # ---- lookups
@@ -620,6 +629,7 @@ class ManagerMachine(RuleBasedStateMachine):
         found = one(e, key, fp)
         assert self.manager.stats.queries == queries + 1  # one query, whatever tiers it visits
         self.check_found(found, self.tier_lookup(e, key, fp, tiers), e)
+        self.last_found, self.changed_since = [found], False
 
     @rule(rows=st.lists(st.tuples(ENV_IDS, KEYS), max_size=4))
     def lookup_many(self, rows: list[tuple[int, int]]) -> None:
@@ -629,6 +639,19 @@ class ManagerMachine(RuleBasedStateMachine):
         assert len(found) == len(rows)
         for f, e, k in zip(found, envs, keys):
             self.check_found(f, self.tier_lookup(e, k, None, "hierarchical"), e)
+        if found:
+            self.last_found, self.changed_since = found, False
+
+    @precondition(lambda self: bool(self.last_found))
+    @rule()
+    def gather_last(self) -> None:
+        """The last lookups gather iff no store or clear succeeded since (generations)."""
+        if self.changed_since:
+            call = partial(self.manager.gather, self.last_found, 4)
+            expect_refusal(self.manager, StaleLookupError, call)
+        else:
+            batch = self.manager.gather(self.last_found, 4)
+            assert batch.rows == len(self.last_found)
 
     # ---- clears, searches, statistics
     @rule(env_id=ENV_IDS)
@@ -637,6 +660,7 @@ class ManagerMachine(RuleBasedStateMachine):
         others = [state_of(p) for i, p in enumerate(self.manager.roots) if i != e]
         self.roots[e].clear()
         self.manager.clear_env(e)
+        self.changed_since = True
         assert len(self.manager.roots[e]) == 0
         assert [state_of(p) for i, p in enumerate(self.manager.roots) if i != e] == others
 
@@ -653,6 +677,7 @@ class ManagerMachine(RuleBasedStateMachine):
             "recurrent": self.manager.clear_recurrent,
             "all": self.manager.clear_all,
         }[which]()
+        self.changed_since = True
         assert self.manager.stats == stats
 
     @rule(nodes=st.integers(0, 6))

@@ -14,9 +14,23 @@ slab is a gather plus a slice: no per-row shift. The only per-row shift happens 
 store, fused with the window rule into one ``torch.gather`` (``store_rows``).
 
 The functions carry the spec's names: ``assemble``, ``append``, ``split``, ``window``,
-``remove_registers``, ``store_rows``. None of them reads a device value on the host,
-except ``assemble(width=None)`` (the longest entry decides the width, as in the spec) and
-the validating constructors ``Batch.checked`` / ``Entries.checked``.
+``remove_registers``, ``store_rows``.
+
+**Verified lengths.** A length outside ``[0, W]`` would make a store fabricate tokens, so
+every place lengths enter zerokv checks them. Checking a device tensor reads it on the
+host (a synchronisation on CUDA), so the check is paid once, where lengths come from
+outside: ``Entries`` and ``Batch`` carry ``verified``, true for the values zerokv makes
+itself (a gather, a read, ``append``, ``split``, ...: their lengths come from the slab,
+whose lengths are in range by construction, or from verified inputs by arithmetic that
+keeps them in range) and for ``checked`` ones; an unverified value has its lengths read and
+checked once when it enters a store, ``split``, ``window`` or ``store_rows``
+(``check_lengths``). The MCTS hot path (``gather_reserve`` -> the model writes its tokens
+-> ``store_*_batch``) therefore reads nothing. Editing a verified value's ``lengths`` in
+place is outside this contract.
+
+None of these functions reads a device value on the host, except ``assemble(width=None)``
+(the longest entry decides the width, as in the spec), the validating constructors
+``Batch.checked`` / ``Entries.checked``, and the length check of an unverified value.
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ from functools import lru_cache
 import torch
 
 from zerokv import checks
-from zerokv.errors import BatchError, DeviceError, DTypeError, ShapeError
+from zerokv.errors import BatchError, DeviceError, DTypeError, EntryError, ShapeError, ZeroKVError
 from zerokv_spec.entry import check_context_length, overflow_drop
 
 __all__ = [
@@ -37,6 +51,7 @@ __all__ = [
     "RowPlan",
     "append",
     "assemble",
+    "check_lengths",
     "check_new_tokens",
     "check_token_count",
     "plan_rows",
@@ -62,53 +77,26 @@ def _check_tensor(
     return t
 
 
-def _check_lengths(lengths: object, rows: int, limit: int, device: torch.device) -> torch.Tensor:
+def _check_lengths(lengths: object, rows: int, device: torch.device) -> torch.Tensor:
     t = _check_tensor(lengths, "lengths", 1, torch.int64, device)
     if t.shape[0] != rows:
         raise ShapeError(f"lengths must have {rows} rows, got {t.shape[0]}")
-    if rows and (int(t.min().item()) < 0 or int(t.max().item()) > limit):
-        raise BatchError(f"lengths must lie in [0, {limit}], got {t.tolist()}")
     return t
 
 
-@dataclass(frozen=True)
-class Entries:
-    """``B`` entries in slab layout (module docstring); construct with ``checked``."""
-
-    kv: torch.Tensor
-    lengths: torch.Tensor
-
-    @staticmethod
-    def checked(kv: torch.Tensor, lengths: torch.Tensor) -> Entries:
-        """Validate shapes, dtypes, devices and ``0 <= lengths <= cl`` (reads lengths)."""
-        kv = _check_tensor(kv, "entries kv", 6, None, None)
-        if kv.shape[1] != 2:
-            raise ShapeError(f"entries kv must be [L, 2, B, H, cl, d], got {tuple(kv.shape)}")
-        return Entries(kv, _check_lengths(lengths, kv.shape[2], kv.shape[4], kv.device))
-
-    @property
-    def rows(self) -> int:
-        return int(self.kv.shape[2])
-
-    @property
-    def context_length(self) -> int:
-        return int(self.kv.shape[4])
+def _out_of_range(lengths: torch.Tensor, limit: int) -> bool:
+    """Whether a length lies outside ``[0, limit]`` (reads the lengths)."""
+    return bool(lengths.numel()) and bool(((lengths < 0) | (lengths > limit)).any())
 
 
 @dataclass(frozen=True)
-class Batch:
-    """A right-aligned, left-padded batch (module docstring); construct with ``checked``."""
+class _Lengths:
+    """``kv`` ``[L, 2, B, H, W, d]`` with ``lengths`` ``[B]``; ``verified``: the lengths are
+    known to lie in ``[0, W]`` (module docstring), so no check needs to read them."""
 
     kv: torch.Tensor
     lengths: torch.Tensor
-
-    @staticmethod
-    def checked(kv: torch.Tensor, lengths: torch.Tensor) -> Batch:
-        """Validate shapes, dtypes, devices and ``0 <= lengths <= W`` (reads lengths)."""
-        kv = _check_tensor(kv, "batch kv", 6, None, None)
-        if kv.shape[1] != 2:
-            raise ShapeError(f"batch kv must be [L, 2, B, H, W, d], got {tuple(kv.shape)}")
-        return Batch(kv, _check_lengths(lengths, kv.shape[2], kv.shape[4], kv.device))
+    verified: bool = field(default=False, compare=False, repr=False)
 
     @property
     def rows(self) -> int:
@@ -117,6 +105,47 @@ class Batch:
     @property
     def width(self) -> int:
         return int(self.kv.shape[4])
+
+
+def check_lengths(value: _Lengths, error: type[ZeroKVError] = BatchError) -> None:
+    """Raise ``error`` unless every length of ``value`` lies in ``[0, W]`` (reads the
+    lengths unless ``value.verified``)."""
+    if not value.verified and _out_of_range(value.lengths, value.width):
+        raise error(f"lengths must lie in [0, {value.width}], got {value.lengths.tolist()}")
+
+
+@dataclass(frozen=True)
+class Entries(_Lengths):
+    """``B`` entries in slab layout (module docstring); construct with ``checked``."""
+
+    @staticmethod
+    def checked(kv: torch.Tensor, lengths: torch.Tensor) -> Entries:
+        """Validate shapes, dtypes, devices and ``0 <= lengths <= cl`` (reads lengths)."""
+        kv = _check_tensor(kv, "entries kv", 6, None, None)
+        if kv.shape[1] != 2:
+            raise ShapeError(f"entries kv must be [L, 2, B, H, cl, d], got {tuple(kv.shape)}")
+        entries = Entries(kv, _check_lengths(lengths, kv.shape[2], kv.device))
+        check_lengths(entries, EntryError)
+        return Entries(kv, entries.lengths, True)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.kv.shape[4])
+
+
+@dataclass(frozen=True)
+class Batch(_Lengths):
+    """A right-aligned, left-padded batch (module docstring); construct with ``checked``."""
+
+    @staticmethod
+    def checked(kv: torch.Tensor, lengths: torch.Tensor) -> Batch:
+        """Validate shapes, dtypes, devices and ``0 <= lengths <= W`` (reads lengths)."""
+        kv = _check_tensor(kv, "batch kv", 6, None, None)
+        if kv.shape[1] != 2:
+            raise ShapeError(f"batch kv must be [L, 2, B, H, W, d], got {tuple(kv.shape)}")
+        batch = Batch(kv, _check_lengths(lengths, kv.shape[2], kv.device))
+        check_lengths(batch)
+        return Batch(kv, batch.lengths, True)
 
     @property
     def num_layers(self) -> int:
@@ -141,21 +170,41 @@ class Correction:
     """The window rule's table ``[L, 2, H, cl - 3, d]`` (``table[l, 0, :, j]`` is dK_l[j]).
 
     ``padded`` is the table placed at slab columns ``[3, cl)``: ``[L, 2, 1, H, cl, d]``.
-    Build one per weight update and reuse it for every store. Construction checks that
-    every value is finite (the spec's rule), which reads the device once; stores never do.
+    Build one per weight update and reuse it for every store.
+
+    The table is read at each store: an in-place edit of ``table`` (``table.add_(...)``, a
+    recomputed position table copied in) takes effect at the next store. ``padded`` and the
+    spec's rule that every value is finite are derived once per version of the table
+    (torch counts in-place edits in ``table._version``), so the finiteness check reads the
+    device once per construction or edit, never per store.
     """
 
     table: torch.Tensor
-    padded: torch.Tensor = field(init=False, repr=False, compare=False)
+    _padded: list[torch.Tensor] = field(default_factory=list, init=False, repr=False, compare=False)
+    _version: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        t = _check_tensor(self.table, "correction", 5, None, None)
-        if t.shape[1] != 2:
+        _check_tensor(self.table, "correction", 5, None, None)
+        self._derive()
+
+    def _derive(self) -> torch.Tensor:
+        """Validate the table as it is now and place it at slab columns ``[3, cl)``."""
+        t = self.table
+        if t.dim() != 5 or t.shape[1] != 2:
             raise ShapeError(f"correction must be [L, 2, H, cl - 3, d], got {tuple(t.shape)}")
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise BatchError("correction values must be finite")
         padded = torch.nn.functional.pad(t, (0, 0, 3, 0)).unsqueeze(2)
-        object.__setattr__(self, "padded", padded)
+        self._padded[:] = [padded]
+        self._version[:] = [t._version]
+        return padded
+
+    @property
+    def padded(self) -> torch.Tensor:
+        """The table at slab columns ``[3, cl)`` (re-derived after an edit of ``table``)."""
+        if self._version[0] != self.table._version:
+            return self._derive()
+        return self._padded[0]
 
     @staticmethod
     def zero(
@@ -176,7 +225,9 @@ class Correction:
         return int(self.table.shape[3]) + 3
 
     def check(self, like: torch.Tensor, context_length: int) -> None:
-        """Raise unless the table fits ``like`` (``[L, 2, B, H, *, d]``) and ``context_length``."""
+        """Raise unless the table (as it is now) fits ``like`` (``[L, 2, B, H, *, d]``) and
+        ``context_length``."""
+        self.padded  # noqa: B018 - re-validates an edited table before anything uses it
         want = (like.shape[0], 2, like.shape[3], context_length - 3, like.shape[5])
         got = tuple(self.table.shape)
         if got != want:
@@ -209,7 +260,7 @@ def assemble(entries: Entries, width: int | None = None) -> Batch:
         width = longest
     elif width < longest:
         raise BatchError(f"width {width} is smaller than the longest entry ({longest})")
-    return Batch(_fit_width(entries.kv, width), entries.lengths.clone())
+    return Batch(_fit_width(entries.kv, width), entries.lengths.clone(), entries.verified)
 
 
 def check_token_count(t: object, context_length: int) -> int:
@@ -240,10 +291,10 @@ def append(batch: Batch, new_kv: torch.Tensor, context_length: int) -> Batch:
     drop = overflow_drop(batch.width, t, context_length)
     if drop >= batch.width:
         lengths = torch.full_like(batch.lengths, t)
-        return Batch(new_kv.clone(), lengths)
+        return Batch(new_kv.clone(), lengths, True)
     kept = batch.width - drop
     grown = torch.cat([kv[:, :, :, :, drop:, :], new_kv], dim=4)
-    return Batch(grown, batch.lengths.clamp(max=kept) + t)
+    return Batch(grown, batch.lengths.clamp(max=kept) + t, batch.verified)
 
 
 def remove_registers(batch: Batch, count: int) -> Batch:
@@ -251,7 +302,8 @@ def remove_registers(batch: Batch, count: int) -> Batch:
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= batch.width:
         raise BatchError(f"register count must be an int in [0, {batch.width}], got {count!r}")
     width = batch.width - count
-    return Batch(batch.kv[:, :, :, :, :width, :], (batch.lengths - count).clamp(min=0))
+    lengths = (batch.lengths - count).clamp(min=0)
+    return Batch(batch.kv[:, :, :, :, :width, :], lengths, batch.verified)
 
 
 def _shift_rows(
@@ -401,18 +453,21 @@ def write_rows(
 
 def split(batch: Batch, context_length: int) -> Entries:
     """``zerokv_spec.entry.split``: every row's real tokens in slab layout."""
+    check_lengths(batch)
     kv, lengths = _shift_rows(batch, context_length, None)
-    return Entries(kv, lengths)
+    return Entries(kv, lengths, True)
 
 
 def window(entries: Entries, correction: Correction) -> Entries:
     """``zerokv_spec.entry.window`` for every entry."""
-    batch = Batch(entries.kv, entries.lengths)
+    check_lengths(entries, EntryError)
+    batch = Batch(entries.kv, entries.lengths, True)
     kv, lengths = _shift_rows(batch, entries.context_length, correction)
-    return Entries(kv, lengths)
+    return Entries(kv, lengths, True)
 
 
 def store_rows(batch: Batch, context_length: int, correction: Correction) -> Entries:
     """``zerokv_spec.entry.store_rows``: split and window rule fused into one gather."""
+    check_lengths(batch)
     kv, lengths = _shift_rows(batch, context_length, correction)
-    return Entries(kv, lengths)
+    return Entries(kv, lengths, True)

@@ -6,6 +6,7 @@ differential tests can require the same type for the same bad input.
 
 from zerokv_spec.errors import (
     BatchError,
+    ConcurrentUseError,
     ConfigError,
     ContractViolation,
     DeviceError,
@@ -18,12 +19,14 @@ from zerokv_spec.errors import (
     SearchCapacityError,
     ShapeError,
     SlotRangeError,
+    StaleLookupError,
     UnsupportedOperationError,
     ZeroKVError,
 )
 
 __all__ = [
     "BatchError",
+    "ConcurrentUseError",
     "ConfigError",
     "ContractViolation",
     "DTypeError",
@@ -36,6 +39,7 @@ __all__ = [
     "SearchCapacityError",
     "ShapeError",
     "SlotRangeError",
+    "StaleLookupError",
     "UnsupportedOperationError",
     "ZeroKVError",
 ]

@@ -14,6 +14,7 @@ device-to-host copy per call, which synchronises on CUDA).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -85,13 +86,18 @@ def _check_latents(latents: torch.Tensor) -> str:
     return name
 
 
+def _rows_of(latents: torch.Tensor) -> torch.Tensor:
+    """``[B, n]``: each row flattened (``reshape(B, -1)`` is ambiguous for ``B = 0``)."""
+    return latents.reshape(latents.shape[0], math.prod(latents.shape[1:]))
+
+
 def _words(latents: torch.Tensor) -> torch.Tensor:
     """``[B, n]`` int32: each row's little-endian signed 32-bit words (zero-padded).
 
     Left as int32: the XOR with the int64 tables sign-extends them in the same kernel.
     """
     rows = latents.shape[0]
-    flat = latents.reshape(rows, -1).contiguous()
+    flat = _rows_of(latents).contiguous()
     nbytes = flat.shape[1] * flat.element_size()
     if nbytes == 0:
         return torch.zeros((rows, 0), dtype=torch.int32, device=latents.device)
@@ -169,7 +175,7 @@ def keys_and_fingerprints(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 def weak_keys(latents: torch.Tensor) -> torch.Tensor:
     """``zerokv_spec.keys.weak_key``: byte sum mod 4 (for collision tests only)."""
     _check_latents(latents)
-    flat = latents.reshape(latents.shape[0], -1).contiguous()
+    flat = _rows_of(latents).contiguous()
     return flat.view(torch.uint8).to(torch.int64).sum(dim=1) % 4
 
 
@@ -182,7 +188,7 @@ def legacy_keys(latents: torch.Tensor) -> torch.Tensor:
     import xxhash  # local: only this legacy path needs it
 
     _check_latents(latents)
-    host = latents.detach().to("cpu", torch.float32).reshape(latents.shape[0], -1).numpy()
+    host = _rows_of(latents.detach().to("cpu", torch.float32)).numpy()
     keys = [to_signed(xxhash.xxh64(row.tobytes()).intdigest()) for row in host]
     return torch.tensor(keys, dtype=torch.int64).to(latents.device)
 

@@ -26,24 +26,42 @@ One MCTS step with the batched API (no host synchronisation anywhere on CUDA)::
 Env ids are host values (a list of ints or a CPU tensor): they come from the environment
 manager on the host, and checking them is then free. Statistics live with the indexes
 (on the device for the device index) and are read only when asked for.
+
+**Threads.** A manager is not thread-safe: its indexes, slab and counters change together
+in one call, and nothing serialises two calls. It refuses concurrent use instead of
+corrupting itself: every public method takes a per-manager re-entrant lock *without
+waiting*, and a second thread that finds it held gets ``ConcurrentUseError`` (nothing
+changed). One manager per thread, or a lock around the calls, is the way to share one.
+The guard costs one uncontended lock acquire and release per call.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
 
 import torch
 
 from zerokv import checks
 from zerokv.entry import Batch, Correction, Entries
-from zerokv.errors import BatchError, ConfigError, ContractViolation, SearchCapacityError
+from zerokv.errors import (
+    BatchError,
+    ConcurrentUseError,
+    ConfigError,
+    ContractViolation,
+    SearchCapacityError,
+    StaleLookupError,
+)
 from zerokv.index import Found, PutResult, Region, TierLookup
 from zerokv.keys import KeyFn, keys_and_fingerprints, zkv64_fingerprints
 from zerokv.pool import SlotPool
 from zerokv.rows import Rows, check_keys, env_id_list
-from zerokv.slab import Slab
+from zerokv.slab import Slab, storage_device, storage_dtype
 from zerokv_spec.keys import check_key
 from zerokv_spec.manager import (
     ManagerConfig,
@@ -59,6 +77,33 @@ from zerokv_spec.validate import positive_int
 __all__ = ["CacheConfig", "CacheManager", "TierLookup"]
 
 log = logging.getLogger("zerokv")
+
+#: A distinct number per manager (``TierLookup.owner``).
+_MANAGER_IDS = itertools.count()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _exclusive(
+    method: Callable[Concatenate[CacheManager, P], R],
+) -> Callable[Concatenate[CacheManager, P], R]:
+    """Run ``method`` holding the manager's lock, or refuse at once (module docstring)."""
+
+    @functools.wraps(method)
+    def guarded(self: CacheManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError(
+                f"CacheManager.{method.__name__} called while another thread is inside this "
+                "manager; a manager is not thread-safe (one per thread, or serialise the calls)"
+            )
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy.release()
+
+    return guarded
+
 
 #: ``lookup_many``'s ``tiers``: which tiers a lookup visits, in order.
 _TIERS = {
@@ -81,7 +126,7 @@ class CacheConfig:
     recurrent_capacity: int
     policy: Policy = Policy.FIFO
     scope: Scope = Scope.ENV
-    device: str = "cpu"
+    device: str | torch.device = "cpu"
     dtype: torch.dtype = torch.float32
     #: Index backend: "auto" (host index on the CPU, device index on CUDA), "device", "host".
     index: str = "auto"
@@ -90,8 +135,10 @@ class CacheConfig:
         self.spec_config()  # validates the shared fields with the spec's own rules
         positive_int(self.num_heads, "num_heads")
         positive_int(self.head_dim, "head_dim")
-        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
-            raise ConfigError(f"dtype must be a floating torch.dtype, got {self.dtype!r}")
+        storage_dtype(self.dtype)
+        storage_device(self.device)
+        if self.index not in ("auto", "device", "host"):
+            raise ConfigError(f"index must be 'auto', 'device' or 'host', got {self.index!r}")
 
     def spec_config(self) -> ManagerConfig:
         """The spec's view of this configuration."""
@@ -169,6 +216,11 @@ class CacheManager:
         self.shape = self.slab.shape
         #: Lookups so far (a host count); the tiers' hits are their pools' statistics.
         self.queries = 0
+        #: Bumped by every store of at least one row and by every clear: a lookup of an
+        #: older generation is stale (``StaleLookupError``). A host count: no device read.
+        self.generation = 0
+        self._owner = next(_MANAGER_IDS)
+        self._busy = threading.RLock()
         self.search_budget: int | None = None
         self.search_used = 0
         log.debug(
@@ -204,6 +256,7 @@ class CacheManager:
         return self.key_fn(latents), zkv64_fingerprints(latents)
 
     # ------------------------------------------------------------------ lookups
+    @_exclusive
     def lookup_many(
         self,
         env_ids: Sequence[int] | torch.Tensor,
@@ -221,7 +274,7 @@ class CacheManager:
         for tier in visit:
             found = self.tiers[tier].index.lookup(rows, found)
         assert found is not None
-        result = found.result()
+        result = found.result(self._owner, self.generation)
         self.queries += rows.count
         if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging
             for env, key, t, s_ in zip(
@@ -230,29 +283,47 @@ class CacheManager:
                 log.debug("lookup env=%d key=%d tier=%s slot=%d", env, key, Tier(t).name, s_)
         return result
 
-    def _slots(self, found: TierLookup) -> torch.Tensor:
-        if found.global_slot.shape[0] == 0:
-            raise BatchError("cannot assemble an empty batch")  # the spec's gather refuses it
-        return found.global_slot
+    def _fresh(self, found: object) -> TierLookup:
+        """``found`` if it is a lookup of this manager's current generation."""
+        if not isinstance(found, TierLookup):
+            raise BatchError(f"expected a TierLookup, got {type(found).__name__}")
+        if found.owner != self._owner or found.generation != self.generation:
+            raise StaleLookupError(
+                f"a lookup of generation {found.generation} used in generation "
+                f"{self.generation}: the pools changed since (a store or a clear)"
+                if found.owner == self._owner
+                else "a lookup made by another manager"
+            )
+        return found
 
+    def _slots(self, found: object) -> torch.Tensor:
+        slots = self._fresh(found).global_slot
+        if slots.shape[0] == 0:
+            raise BatchError("cannot assemble an empty batch")  # the spec's gather refuses it
+        return slots
+
+    @_exclusive
     def gather(self, found: TierLookup, width: int | None = None) -> Batch:
         """The entries ``found`` hit, as a batch (``width`` default ``cl``: static shape)."""
         return self.slab.gather(self._slots(found), width)
 
+    @_exclusive
     def gather_append(self, found: TierLookup, new_kv: torch.Tensor) -> Batch:
         """``append(gather(found), new_kv, cl)`` in one pass: the MCTS step's batch
         (``new_kv`` is the model's ``t`` new tokens ``[L, 2, B, H, t, d]``)."""
         return self.slab.gather_append(self._slots(found), new_kv)
 
+    @_exclusive
     def gather_reserve(self, found: TierLookup, t: int) -> Batch:
         """``gather_append(found, zeros)`` with ``t`` zero tokens: room for a model's new
         tokens, which it writes in place into ``batch.kv[:, :, :, :, -t:, :]`` (layer by
         layer, as its attention produces them)."""
         return self.slab.gather_reserve(self._slots(found), t)
 
+    @_exclusive
     def read(self, found: TierLookup) -> Entries:
         """Copies of the entries ``found`` hit, in slab layout (misses: empty entries)."""
-        return self.slab.read(found.global_slot)
+        return self.slab.read(self._fresh(found).global_slot)
 
     # ------------------------------------------------------------------ stores
     def _check_budget(self, tier: Tier, stores: int) -> None:
@@ -264,7 +335,9 @@ class CacheManager:
             )
 
     def _stored(self, tier: Tier, rows: Rows, out: PutResult) -> PutResult:
-        """After a store: the search count, the debug log, the runtime checks."""
+        """After a store: the generation, the search count, the debug log, the checks."""
+        if rows.count:
+            self.generation += 1
         if tier is Tier.RECURRENT and self.search_budget is not None:
             self.search_used += rows.count
         if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging
@@ -298,22 +371,24 @@ class CacheManager:
         self._check_budget(tier, rows.count)
         return self._stored(tier, rows, self.tiers[tier].store_batch(rows, batch, correction))
 
-    def _batch_rows(
+    def _checked_batch(
         self,
         env_ids: Sequence[int] | torch.Tensor,
         keys: torch.Tensor,
         batch: Batch,
         correction: Correction,
         fingerprints: tuple[torch.Tensor | None, torch.Tensor | None],
-    ) -> Rows:
-        """The rows of a batch store (the spec's order: the batch and the table, then rows)."""
+    ) -> tuple[Rows, Batch]:
+        """The rows and the (verified) batch of a batch store (the spec's order: the batch
+        and the table, then the rows)."""
         cfg = self.config
-        self.slab.check_batch(batch, _row_count(keys, self.device))
+        batch = self.slab.check_batch(batch, _row_count(keys, self.device))
         if not isinstance(correction, Correction):
             raise BatchError(f"expected a zerokv Correction, got {type(correction).__name__}")
         correction.check(batch.kv, cfg.context_length)
-        return self._rows(env_ids, keys, *fingerprints)
+        return self._rows(env_ids, keys, *fingerprints), batch
 
+    @_exclusive
     def store_root_batch(
         self,
         env_ids: Sequence[int] | torch.Tensor,
@@ -326,9 +401,12 @@ class CacheManager:
         has_priority: torch.Tensor | None = None,
     ) -> PutResult:
         """Split ``batch``, window rule, store row ``b`` in ``env_ids[b]``'s root pool."""
-        rows = self._batch_rows(env_ids, keys, batch, correction, (fingerprints, has_fingerprint))
+        rows, batch = self._checked_batch(
+            env_ids, keys, batch, correction, (fingerprints, has_fingerprint)
+        )
         return self._store_batch(Tier.ROOT, rows, batch, correction, (priorities, has_priority))
 
+    @_exclusive
     def store_recurrent_batch(
         self,
         env_ids: Sequence[int] | torch.Tensor,
@@ -341,7 +419,9 @@ class CacheManager:
         has_priority: torch.Tensor | None = None,
     ) -> PutResult:
         """Split ``batch``, window rule, store every row in the recurrent pool."""
-        rows = self._batch_rows(env_ids, keys, batch, correction, (fingerprints, has_fingerprint))
+        rows, batch = self._checked_batch(
+            env_ids, keys, batch, correction, (fingerprints, has_fingerprint)
+        )
         return self._store_batch(
             Tier.RECURRENT, rows, batch, correction, (priorities, has_priority)
         )
@@ -355,10 +435,11 @@ class CacheManager:
     ) -> PutResult:
         # The spec's order: the rows, their priorities, the entries, the budget.
         rows = self.root.prioritised(rows, *priorities)
-        self.slab.check_entries(entries, rows.count)
+        entries = self.slab.check_entries(entries, rows.count)
         self._check_budget(tier, rows.count)
         return self._stored(tier, rows, self.tiers[tier].store_many(rows, entries))
 
+    @_exclusive
     def store_root_many(
         self,
         env_ids: Sequence[int] | torch.Tensor,
@@ -373,6 +454,7 @@ class CacheManager:
         rows = self._rows(env_ids, keys, fingerprints, has_fingerprint)
         return self._store_many(Tier.ROOT, rows, entries, (priorities, has_priority))
 
+    @_exclusive
     def store_recurrent_many(
         self,
         env_ids: Sequence[int] | torch.Tensor,
@@ -388,6 +470,7 @@ class CacheManager:
         return self._store_many(Tier.RECURRENT, rows, entries, (priorities, has_priority))
 
     # ------------------------------------------------------------------ priorities
+    @_exclusive
     def set_priority(self, tier: Tier, env_id: int, key: int, priority: float) -> None:
         """Change the priority of a stored key of ``tier`` (priority policy only)."""
         (env,) = env_id_list([env_id], self.config.env_num)
@@ -398,6 +481,7 @@ class CacheManager:
         pool.index.set_priority(env, key, priority)
 
     # ------------------------------------------------------------------ searches
+    @_exclusive
     def begin_search(self, nodes: int) -> None:
         """Declare a search of ``nodes`` recurrent stores; refused if the pool is smaller."""
         if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 0:
@@ -410,26 +494,34 @@ class CacheManager:
         self.search_budget = nodes
         self.search_used = 0
 
+    @_exclusive
     def end_search(self) -> None:
         """End the declared search."""
         self.search_budget = None
         self.search_used = 0
 
     # ------------------------------------------------------------------ clearing
+    @_exclusive
     def clear_env(self, env_id: int) -> None:
         """Empty environment ``env_id``'s root pool."""
         (env,) = env_id_list([env_id], self.config.env_num)
         self.root.clear(env)
+        self.generation += 1
         log.debug("zerokv: cleared root pool of env %d", env)
 
+    @_exclusive
     def clear_roots(self) -> None:
         """Empty every root pool."""
         self.root.clear(None)
+        self.generation += 1
 
+    @_exclusive
     def clear_recurrent(self) -> None:
         """Empty the recurrent pool."""
         self.recurrent.clear(None)
+        self.generation += 1
 
+    @_exclusive
     def clear_all(self) -> None:
         """Empty every pool (statistics and storage are kept)."""
         self.clear_roots()
@@ -437,6 +529,7 @@ class CacheManager:
         log.debug("zerokv: cleared every pool")
 
     # ------------------------------------------------------------------ statistics
+    @_exclusive
     def stats(self) -> ManagerStats:
         """The manager's lookup counters: a lookup counts once, in the tier that hit
         (reads the device for the device index)."""
@@ -445,51 +538,63 @@ class CacheManager:
         hits = root_hits + recurrent_hits
         return ManagerStats(self.queries, hits, self.queries - hits, root_hits, recurrent_hits)
 
+    @_exclusive
     def root_stats(self, env_id: int | None = None) -> PoolStats:
         """One environment's root pool statistics, or the tier's sum."""
         if env_id is not None:
             (env_id,) = env_id_list([env_id], self.config.env_num)
         return self.root.stats(env_id)
 
+    @_exclusive
     def recurrent_stats(self) -> PoolStats:
         return self.recurrent.stats(0)
 
+    @_exclusive
     def reset_stats(self) -> None:
         self.queries = 0
         self.root.reset_stats()
         self.recurrent.reset_stats()
 
     # ------------------------------------------------------------------ inspection
+    @_exclusive
     def root_slot_keys(self, env_id: int) -> list[int | None]:
         (env,) = env_id_list([env_id], self.config.env_num)
         return self.root.slot_keys(env)
 
+    @_exclusive
     def recurrent_slot_keys(self) -> list[int | None]:
         return self.recurrent.slot_keys(0)
 
+    @_exclusive
     def root_sizes(self) -> list[int]:
         """Stored entries of every environment's root pool (one device read)."""
         return self.root.index.sizes()
 
+    @_exclusive
     def recurrent_size(self) -> int:
         """Stored entries of the recurrent pool (one device read)."""
         return self.recurrent.size(0)
 
+    @_exclusive
     def entry_at(self, tier: Tier, env_id: int, slot: int) -> Entries:
         """A copy of the entry in ``slot`` of a tier's pool (one row of ``Entries``)."""
         if tier is Tier.ROOT:
             (env,) = env_id_list([env_id], self.config.env_num)
             return self.root.entry_at(slot, env)
+        if tier is not Tier.RECURRENT:
+            raise BatchError(f"tier must be Tier.ROOT or Tier.RECURRENT, got {tier!r}")
         return self.recurrent.entry_at(slot, 0)
 
     @property
     def storage_bytes(self) -> int:
         return self.slab.storage_bytes
 
+    @_exclusive
     def stored_entries(self) -> int:
         """Entries stored in every pool (reads the device)."""
         return sum(self.root.index.sizes()) + self.recurrent.size(0)
 
+    @_exclusive
     def check(self) -> None:
         """Runtime contracts: both tiers, stored lengths, statistics identities."""
         self.root.check()

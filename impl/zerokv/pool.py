@@ -158,7 +158,7 @@ class SlotPool:
     ) -> PutResult:
         """The fold of ``put``: row ``b`` of ``entries`` under ``keys[b]``."""
         rows = self._rows(keys, fingerprints, has_fingerprint, pool_ids)
-        self.slab.check_entries(entries, rows.count)
+        entries = self.slab.check_entries(entries, rows.count)
         return self.store_many(self.prioritised(rows, priorities, has_priority), entries)
 
     def prioritised(

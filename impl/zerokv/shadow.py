@@ -50,7 +50,7 @@ from typing import NoReturn, TypeVar
 import torch
 
 from zerokv.entry import Batch, Correction, Entries, append
-from zerokv.errors import BatchError, ConfigError, ContractViolation
+from zerokv.errors import BatchError, ConfigError, ContractViolation, ZeroKVError
 from zerokv.index import PutResult, TierLookup
 from zerokv.keys import KeyFn
 from zerokv.manager import CacheConfig, CacheManager
@@ -191,6 +191,13 @@ def _spec_rows(
     return _SpecRows(envs, key_list, fps, prios)  # type: ignore[arg-type]
 
 
+def _raising(err: ZeroKVError) -> Callable[[], NoReturn]:
+    def call() -> NoReturn:
+        raise err
+
+    return call
+
+
 def _tokens(value: float, count: int, num_layers: int) -> tuple[tuple[float, ...], ...]:
     return tuple((value,) * count for _ in range(num_layers))
 
@@ -281,10 +288,13 @@ class ShadowManager:
         may find the arguments unrepresentable); mirror errors (module docstring)."""
         self.compared += 1
         impl = attempt(impl_fn)
+        spec_call: Callable[[], S] | None
         try:
             spec_call = spec_fn()
         except _Unrepresentable:
             spec_call = None
+        except ZeroKVError as err:  # the spec refused the arguments while taking them
+            spec_call = _raising(err)
         if impl.error is not None:
             if spec_call is not None and not isinstance(impl.error, TENSOR_ONLY):
                 words = disagreement(attempt(spec_call), impl)
@@ -410,6 +420,8 @@ class ShadowManager:
             found.slot,
             found.collided,
             found.global_slot,
+            found.owner,
+            found.generation,
             tuple(spec_rows),
             tuple(expected),
         )
@@ -784,6 +796,8 @@ class ShadowManager:
         pool_env = env_id if tier is Tier.ROOT else 0
 
         def spec_fn() -> Callable[[], int | None]:
+            if tier not in (Tier.ROOT, Tier.RECURRENT):
+                raise _Unrepresentable(f"tier {tier!r}")  # the spec has no entry_at
             if tier is Tier.ROOT:
                 self.spec.check_env(env_id)
             pool = self._pool_of(Tier.ROOT if tier is Tier.ROOT else Tier.RECURRENT, pool_env)

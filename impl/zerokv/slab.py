@@ -22,6 +22,8 @@ slice of the slab, written once and never staged.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from zerokv.entry import (
@@ -30,18 +32,57 @@ from zerokv.entry import (
     Entries,
     RowPlan,
     _fit_width,
+    check_lengths,
     check_new_tokens,
     check_token_count,
     plan_rows,
     store_rows,
     write_rows,
 )
-from zerokv.errors import BatchError, ConfigError, DeviceError, DTypeError, ShapeError
+from zerokv.errors import (
+    BatchError,
+    ConfigError,
+    DeviceError,
+    DTypeError,
+    EntryError,
+    ShapeError,
+)
 from zerokv.index.base import Placement
 from zerokv_spec.entry import overflow_drop
 from zerokv_spec.validate import positive_int
 
-__all__ = ["Slab"]
+__all__ = ["KV_DTYPES", "Slab", "storage_device", "storage_dtype"]
+
+#: The K/V dtypes a slab holds (the float types zkv64 and the bit masks cover).
+KV_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def storage_dtype(dtype: object) -> torch.dtype:
+    """``dtype`` if a slab can hold K/V of it, else ``ConfigError``."""
+    if not isinstance(dtype, torch.dtype) or dtype not in KV_DTYPES:
+        names = ", ".join(str(d) for d in KV_DTYPES)
+        raise ConfigError(f"the K/V dtype must be one of {names}, got {dtype!r}")
+    return dtype
+
+
+def storage_device(device: object) -> torch.device:
+    """``device`` as the ``torch.device`` a tensor made there reports ("cuda" becomes
+    "cuda:0"), or ``ConfigError`` when it cannot hold a slab here."""
+    if not isinstance(device, (str, torch.device)):
+        raise ConfigError(f"device must be a str or a torch.device, got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"not a device: {device!r} ({err})") from None
+    if dev.type == "meta":
+        raise ConfigError("the meta device holds no data: a cache needs a real device")
+    try:
+        return torch.empty(0, device=dev).device
+    except (RuntimeError, AssertionError, NotImplementedError, ValueError) as err:
+        hint = ""
+        if dev.type == "cuda":
+            hint = "; install a CUDA build of torch (README: using a GPU) on a machine with a GPU"
+        raise ConfigError(f"device {dev} is not usable here: {err}{hint}") from None
 
 
 class Slab:
@@ -65,15 +106,19 @@ class Slab:
             ("context_length", context_length),
         ):
             positive_int(value, name)
-        if not dtype.is_floating_point:
-            raise ConfigError(f"the K/V dtype must be a floating type, got {dtype}")
+        dtype = storage_dtype(dtype)
+        dev = storage_device(device)
         self.num_slots = num_slots
         self.context_length = context_length
         self.zero = num_slots
         self.trash = num_slots + 1
         shape = (num_layers, 2, num_slots + 2, num_heads, context_length, head_dim)
-        self.kv = torch.zeros(shape, device=device, dtype=dtype)
-        self.lengths = torch.zeros(num_slots + 2, dtype=torch.int64, device=self.kv.device)
+        try:
+            self.kv = torch.zeros(shape, device=dev, dtype=dtype)
+        except RuntimeError as err:  # out of memory, or more elements than torch can index
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            raise ConfigError(f"cannot allocate a slab of {size} bytes on {dev}: {err}") from None
+        self.lengths = torch.zeros(num_slots + 2, dtype=torch.int64, device=dev)
 
     @property
     def device(self) -> torch.device:
@@ -111,7 +156,8 @@ class Slab:
             )
         if tuple(batch.lengths.shape) != (rows,) or batch.lengths.dtype != torch.int64:
             raise ShapeError(f"batch lengths must be ({rows},) int64")
-        return batch
+        check_lengths(batch)
+        return Batch(batch.kv, batch.lengths, True)
 
     def check_entries(self, entries: object, rows: int) -> Entries:
         """``Entries`` of ``rows`` rows in this slab's layout."""
@@ -125,7 +171,8 @@ class Slab:
             )
         if tuple(entries.lengths.shape) != (rows,) or entries.lengths.dtype != torch.int64:
             raise ShapeError(f"entry lengths must be ({rows},) int64")
-        return entries
+        check_lengths(entries, EntryError)
+        return Entries(entries.kv, entries.lengths, True)
 
     def _check_kv(self, kv: torch.Tensor, what: str, rows: int) -> None:
         layers, heads, head_dim = self.shape
@@ -159,8 +206,11 @@ class Slab:
                 longest = int(lengths.max().item()) if lengths.numel() else 0
                 if width < longest:
                     raise BatchError(f"width {width} is smaller than the longest entry ({longest})")
-            kv = _fit_width(kv, width)
-        return Batch(kv, lengths)
+            try:
+                kv = _fit_width(kv, width)
+            except RuntimeError as err:  # out of memory, or more elements than torch indexes
+                raise BatchError(f"cannot allocate a batch of width {width}: {err}") from None
+        return Batch(kv, lengths, True)
 
     def gather_append(self, slots: torch.Tensor, new_kv: torch.Tensor) -> Batch:
         """``append(gather(slots), new_kv, cl)`` in one pass (``new_kv``: the model's ``t``
@@ -189,16 +239,16 @@ class Slab:
         drop = overflow_drop(cl, t, cl)
         if drop >= cl:  # the append empties every row
             kv = store.new_zeros((*shape, t, store.shape[5])) if new_kv is None else new_kv.clone()
-            return Batch(kv, torch.full_like(lengths, t))
+            return Batch(kv, torch.full_like(lengths, t), True)
         kept = cl - drop
         out = store.new_empty((*shape, kept + t, store.shape[5]))
         torch.index_select(store[:, :, :, :, drop:, :], 2, slots, out=out[:, :, :, :, :kept, :])
         out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv
-        return Batch(out, lengths.clamp(max=kept) + t)
+        return Batch(out, lengths.clamp(max=kept) + t, True)
 
     def read(self, slots: torch.Tensor) -> Entries:
         """Copies of the entries in ``slots`` (slab layout)."""
-        return Entries(self.kv.index_select(2, slots), self.lengths.index_select(0, slots))
+        return Entries(self.kv.index_select(2, slots), self.lengths.index_select(0, slots), True)
 
     # ------------------------------------------------------------------ writes
     def write(self, slots: torch.Tensor, entries: Entries) -> None:
@@ -247,7 +297,7 @@ class Slab:
             self.lengths[first : first + rows] = lengths
         else:
             self.write(
-                targets, Entries(write_rows(batch, plan, correction, None, lengths), lengths)
+                targets, Entries(write_rows(batch, plan, correction, None, lengths), lengths, True)
             )
 
     def _views_slab(self, kv: torch.Tensor) -> bool:

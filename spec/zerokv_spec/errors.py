@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatchError",
+    "ConcurrentUseError",
     "ConfigError",
     "ContractViolation",
     "DTypeError",
@@ -25,6 +26,7 @@ __all__ = [
     "SearchCapacityError",
     "ShapeError",
     "SlotRangeError",
+    "StaleLookupError",
     "UnsupportedOperationError",
     "ZeroKVError",
 ]
@@ -70,6 +72,11 @@ class DeviceError(BatchError):
     """A tensor on the wrong device (implementations that take tensors only)."""
 
 
+class StaleLookupError(InputError):
+    """A lookup used after the pools changed: a store or a clear since the lookup may have
+    moved or replaced the entries it names, so it no longer describes the cache."""
+
+
 class KeyNotFoundError(ZeroKVError, KeyError):
     """An operation that needs a stored key (evict, slot_of, set_priority) did not find it."""
 
@@ -88,6 +95,11 @@ class UnsupportedOperationError(ZeroKVError, TypeError):
 
 class SearchCapacityError(ZeroKVError, RuntimeError):
     """A declared search needs more recurrent slots than the pool has, or exceeds its budget."""
+
+
+class ConcurrentUseError(ZeroKVError, RuntimeError):
+    """Two threads used one manager at the same time; a manager is not thread-safe (give
+    each thread its own, or serialise the calls)."""
 
 
 class ContractViolation(AssertionError):

@@ -160,6 +160,8 @@ def descriptor(dtype: str, nbytes: int, shape: tuple[int, ...], seed: int) -> in
 
 def zkv64(latent: Latent, seed: int) -> int:
     """The zkv64 hash of ``latent`` under ``seed`` (signed 64-bit result)."""
+    if not isinstance(latent, Latent):
+        raise InputError(f"expected a Latent (bytes, dtype, shape), got {type(latent).__name__}")
     words = words_of(latent.data)
     a, m = position_tables(len(words), seed)
     acc = 0
@@ -181,6 +183,8 @@ def zkv64_fingerprint(latent: Latent) -> int:
 
 def weak_key(latent: Latent) -> int:
     """A deliberately weak key (one of 4 values) for collision tests: byte sum mod 4."""
+    if not isinstance(latent, Latent):
+        raise InputError(f"expected a Latent (bytes, dtype, shape), got {type(latent).__name__}")
     return sum(latent.data) % 4
 
 

@@ -25,6 +25,13 @@ This module owns how UniZero's caches fit together:
   Statistics survive every clear; ``reset_stats`` zeroes them.
 * **Statistics** - each pool counts its own queries (``PoolStats``); the manager counts
   each lookup once (``ManagerStats``), whatever tiers it visited.
+* **Generations** - every stored row and every clear starts a new ``generation`` (a batch
+  store of ``n`` rows is ``n`` stores; one of no rows changes nothing); a lookup remembers
+  the generation it was made in, and ``gather`` / ``gather_append`` / ``gather_reserve``
+  refuse a lookup of an older one (``StaleLookupError``): the store or clear may have
+  moved or replaced the entries it names, so it no longer describes the cache. Lookups
+  themselves do not change it. (An implementation may number generations differently;
+  which lookups are stale is the rule.)
 
 Every ``*_many`` operation is the left-to-right fold of the single operation and checks all
 its arguments before changing anything; ``store_*_batch`` and ``gather`` connect the
@@ -34,7 +41,7 @@ manager to the batch rules of ``zerokv_spec.entry``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 
 from zerokv_spec.entry import (
@@ -54,6 +61,7 @@ from zerokv_spec.errors import (
     ContractViolation,
     EnvIdError,
     SearchCapacityError,
+    StaleLookupError,
 )
 from zerokv_spec.keys import check_key, scoped_fingerprint, scoped_key
 from zerokv_spec.pool import LookupStatus, Policy, PutResult, SlotPool, make_pool
@@ -152,6 +160,8 @@ class TierLookup:
     slot: int | None
     entry: Entry | None
     collided: bool = False
+    #: The manager's generation when the lookup was made (``CacheManager.generation``).
+    generation: int = 0
 
 
 @dataclass(eq=False)
@@ -164,6 +174,7 @@ class CacheManager:
     stats: ManagerStats = field(init=False)
     search_budget: int | None = field(init=False, default=None)
     search_used: int = field(init=False, default=0)
+    generation: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, ManagerConfig):
@@ -207,7 +218,23 @@ class CacheManager:
         return scoped_key(key, env_id), scoped_fingerprint(fingerprint, env_id)
 
     # ------------------------------------------------------------------ lookups
+    def _changed(self) -> None:
+        """A store or a clear succeeded: lookups made before it are stale."""
+        self.generation += 1
+
+    def _check_lookups(self, lookups: Sequence[TierLookup]) -> None:
+        """``lookups`` must be this manager's lookups of the current generation."""
+        if not isinstance(lookups, Sequence) or not all(isinstance(r, TierLookup) for r in lookups):
+            raise BatchError(f"expected a sequence of TierLookup, got {type(lookups).__name__}")
+        for r in lookups:
+            if r.generation != self.generation:
+                raise StaleLookupError(
+                    f"a lookup of generation {r.generation} used in generation "
+                    f"{self.generation}: the pools changed since (a store or a clear)"
+                )
+
     def _count(self, result: TierLookup) -> TierLookup:
+        result = replace(result, generation=self.generation)
         self.stats.queries += 1
         if result.tier is Tier.ROOT:
             self.stats.hits += 1
@@ -293,6 +320,7 @@ class CacheManager:
         self._check_store_args(env_id, key, entry, fingerprint)
         self.roots[env_id].check_priority_argument(priority)
         result = self.roots[env_id].put(key, entry, fingerprint, priority)
+        self._changed()
         self.check()
         return result
 
@@ -319,6 +347,7 @@ class CacheManager:
         result = self.recurrent.put(rkey, entry, rfp, priority)
         if self.search_budget is not None:
             self.search_used += 1
+        self._changed()
         self.check()
         return result
 
@@ -328,6 +357,8 @@ class CacheManager:
         keys: Sequence[int],
         fingerprints: Sequence[int | None] | None,
     ) -> Sequence[int | None]:
+        if isinstance(env_ids, (str, bytes)) or not isinstance(env_ids, Sequence):
+            raise EnvIdError(f"env ids must be a sequence of ints, got {type(env_ids).__name__}")
         if len(env_ids) != len(keys):
             raise BatchError(f"got {len(env_ids)} env ids but {len(keys)} keys")
         if fingerprints is None:
@@ -346,6 +377,8 @@ class CacheManager:
         priorities: Sequence[float | None] | None,
     ) -> tuple[Sequence[int | None], Sequence[float | None]]:
         fps = self._check_rows(env_ids, keys, fingerprints)
+        if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
+            raise BatchError(f"entries must be a sequence of Entry, got {type(entries).__name__}")
         if len(entries) != len(keys):
             raise BatchError(f"got {len(keys)} keys but {len(entries)} entries")
         prios: Sequence[float | None] = [None] * len(keys) if priorities is None else priorities
@@ -395,7 +428,9 @@ class CacheManager:
 
     # ------------------------------------------------------------------ batches
     def gather(self, lookups: Sequence[TierLookup], width: int | None = None) -> Batch:
-        """Assemble the entries of ``lookups`` (a miss contributes an empty row)."""
+        """Assemble the entries of ``lookups`` (a miss contributes an empty row); the
+        lookups must be of the current generation (module docstring)."""
+        self._check_lookups(lookups)
         empty = Entry.empty(self.config.num_layers)
         return assemble([r.entry if r.entry is not None else empty for r in lookups], width)
 
@@ -412,6 +447,7 @@ class CacheManager:
     def gather_reserve(self, lookups: Sequence[TierLookup], t: int) -> Batch:
         """``gather_append`` with ``t`` zero tokens per row: the batch a model writes its
         new tokens into, in place (it produces them only while attending to the batch)."""
+        self._check_lookups(lookups)
         if isinstance(t, bool) or not isinstance(t, int):
             raise BatchError(f"the number of new tokens must be an int, got {t!r}")
         rows = len(lookups)
@@ -449,10 +485,19 @@ class CacheManager:
 
     def _batch_rows(self, batch: Batch, correction: Correction, rows: int) -> tuple[Entry, ...]:
         cfg = self.config
+        if not isinstance(batch, Batch):
+            raise BatchError(f"expected a Batch, got {type(batch).__name__}")
+        if not isinstance(correction, Correction):
+            raise BatchError(f"expected a Correction, got {type(correction).__name__}")
         if batch.rows != rows:
             raise BatchError(f"batch has {batch.rows} rows but {rows} keys were given")
         if batch.num_layers != cfg.num_layers:
             raise BatchError(f"batch has {batch.num_layers} layers, the cache {cfg.num_layers}")
+        if batch.width > cfg.context_length:
+            raise BatchError(
+                f"batch width {batch.width} exceeds the context length {cfg.context_length}: "
+                "rows could hold more tokens than an entry can"
+            )
         if any(n > cfg.context_length for n in batch.lengths):
             raise BatchError(
                 f"batch rows hold {max(batch.lengths)} tokens, more than the context "
@@ -498,15 +543,18 @@ class CacheManager:
         """Empty environment ``env_id``'s root pool."""
         self.check_env(env_id)
         self.roots[env_id].clear()
+        self._changed()
 
     def clear_roots(self) -> None:
         """Empty every root pool."""
         for pool in self.roots:
             pool.clear()
+        self._changed()
 
     def clear_recurrent(self) -> None:
         """Empty the recurrent pool."""
         self.recurrent.clear()
+        self._changed()
 
     def clear_all(self) -> None:
         """Empty every pool (e.g. after the weights changed)."""

@@ -228,8 +228,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 ENTRY,
-                "return Batch(grown, batch.lengths.clamp(max=kept) + t)",
-                "return Batch(grown, batch.lengths + t)",
+                "return Batch(grown, batch.lengths.clamp(max=kept) + t, batch.verified)",
+                "return Batch(grown, batch.lengths + t, batch.verified)",
             ),
         ),
         (BATCH_T,),
@@ -312,8 +312,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 SLAB,
-                "return Batch(out, lengths.clamp(max=kept) + t)",
-                "return Batch(out, lengths + t)",
+                "return Batch(out, lengths.clamp(max=kept) + t, True)",
+                "return Batch(out, lengths + t, True)",
             ),
         ),
         (SEARCH_T, MANAGER_T),

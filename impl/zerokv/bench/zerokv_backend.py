@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -90,25 +90,26 @@ class ZeroKVBackend:
         if all(cont):
             found = mgr.lookup_many(env_ids, keys, fps, tiers="root")
         else:
-            # Only continuing environments look their previous root up (as LightZero).
+            # Only continuing environments look their previous root up (as LightZero); the
+            # others get empty rows. The lookup of the subset is spread over all rows (it
+            # keeps its manager and generation, so the gather accepts it).
             picked = [b for b in range(rows) if cont[b]]
             zero = torch.full((rows,), mgr.slab.zero, dtype=torch.int64, device=self.device)
             none = torch.zeros(rows, dtype=torch.int64, device=self.device)
-            found = TierLookup(none, none - 1, none.bool(), zero)
-            if picked:
-                rows_t = torch.tensor(picked, dtype=torch.int64).to(self.device)
-                sub = mgr.lookup_many(
-                    [env_ids[b] for b in picked],
-                    keys.index_select(0, rows_t),
-                    fps.index_select(0, rows_t),
-                    tiers="root",
-                )
-                found = TierLookup(
-                    none.index_copy(0, rows_t, sub.tier),
-                    (none - 1).index_copy(0, rows_t, sub.slot),
-                    found.collided,
-                    zero.index_copy(0, rows_t, sub.global_slot),
-                )
+            rows_t = torch.tensor(picked, dtype=torch.int64).to(self.device)
+            sub = mgr.lookup_many(
+                [env_ids[b] for b in picked],
+                keys.index_select(0, rows_t),
+                fps.index_select(0, rows_t),
+                tiers="root",
+            )
+            found = replace(
+                sub,
+                tier=none.index_copy(0, rows_t, sub.tier),
+                slot=(none - 1).index_copy(0, rows_t, sub.slot),
+                collided=none.bool(),
+                global_slot=zero.index_copy(0, rows_t, sub.global_slot),
+            )
         cont_t = torch.tensor(cont, dtype=torch.bool).to(self.device)
         batch = self._with_tokens(found, fresh, new, cont_t & (found.tier == 0))
         cur_keys, cur_fps = mgr.keys_of(cur_latents)

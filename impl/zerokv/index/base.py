@@ -142,22 +142,28 @@ class Placement:
 class TierLookup:
     """``[B]`` tensors of a manager lookup (the spec's ``TierLookup`` per row): tier
     (``Tier`` codes), slot in that tier's pool (-1 on a miss), whether a collision was
-    seen (misses only), and the slab slot to gather (the slab's zero slot on a miss)."""
+    seen (misses only), and the slab slot to gather (the slab's zero slot on a miss).
+
+    ``owner`` and ``generation`` name the manager and the generation the lookup was made
+    in: it may be gathered or read only there and then (``StaleLookupError`` otherwise).
+    """
 
     tier: torch.Tensor
     slot: torch.Tensor
     collided: torch.Tensor
     global_slot: torch.Tensor
+    owner: int = -1
+    generation: int = -1
 
 
 class Found:
     """A lookup in progress across tiers, in one backend's representation.
 
     Each tier's ``IndexBackend.lookup`` fills the rows no earlier tier hit;
-    ``result()`` is the finished ``TierLookup``.
+    ``result(owner, generation)`` is the finished ``TierLookup``.
     """
 
-    def result(self) -> TierLookup:
+    def result(self, owner: int, generation: int) -> TierLookup:
         raise NotImplementedError
 
 

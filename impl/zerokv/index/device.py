@@ -101,9 +101,10 @@ class DeviceFound(Found):
     global_slot: torch.Tensor
     hit: torch.Tensor
 
-    def result(self) -> TierLookup:
+    def result(self, owner: int, generation: int) -> TierLookup:
         # A collision counts only for a row that no tier hit.
-        return TierLookup(self.tier, self.slot, self.collided & ~self.hit, self.global_slot)
+        collided = self.collided & ~self.hit
+        return TierLookup(self.tier, self.slot, collided, self.global_slot, owner, generation)
 
 
 class SlotIndex:

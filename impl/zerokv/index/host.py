@@ -68,7 +68,7 @@ class HostFound(Found):
     global_slot: list[int]
     device: torch.device
 
-    def result(self) -> TierLookup:
+    def result(self, owner: int, generation: int) -> TierLookup:
         # A collision counts only for a row that no tier hit.
         collided = [c and t == 0 for c, t in zip(self.collided, self.tier)]
         # One host-to-tensor conversion for all four fields (each costs microseconds).
@@ -77,7 +77,7 @@ class HostFound(Found):
             dtype=torch.int64,
             device=self.device,
         )
-        return TierLookup(both[0], both[1], both[3].bool(), both[2])
+        return TierLookup(both[0], both[1], both[3].bool(), both[2], owner, generation)
 
 
 @dataclass(frozen=True)
