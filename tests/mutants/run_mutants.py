@@ -68,7 +68,8 @@ class Mutant:
     name: str
     description: str
     edits: tuple[Edit, ...]
-    #: Differential test files to run first (the rest follow).
+    #: Test files to run first (the differential tests follow): a file name in
+    #: ``tests/differential``, or a path from the repository root.
     first: tuple[str, ...]
 
 
@@ -78,6 +79,8 @@ ENTRY = "impl/zerokv/entry.py"
 SLAB = "impl/zerokv/slab.py"
 MANAGER = "impl/zerokv/manager.py"
 ROWS = "impl/zerokv/rows.py"
+KEYS_MOD = "impl/zerokv/keys.py"
+RELIABILITY_T = "tests/test_reliability.py"
 POOL_T, MANAGER_T, BATCH_T = "test_diff_pool.py", "test_diff_manager.py", "test_diff_batch.py"
 ERRORS_T, WEAK_T = "test_diff_errors.py", "test_diff_weak_hash.py"
 SEARCH_T, PADDING_T = "test_diff_search.py", "test_diff_padding.py"
@@ -353,6 +356,60 @@ MUTANTS: tuple[Mutant, ...] = (
         (Edit(ROWS, "if not 0 <= e < env_num", "if not 0 <= e <= env_num"),),
         (ERRORS_T,),
     ),
+    Mutant(
+        "unchecked-lengths",
+        "lengths of a batch or entries made outside zerokv are stored unchecked",
+        (
+            Edit(
+                ENTRY,
+                "    if not value.verified and _out_of_range(value.lengths, value.width):",
+                "    if False:",
+            ),
+        ),
+        (RELIABILITY_T, ERRORS_T),
+    ),
+    Mutant(
+        "stale-lookup-accepted",
+        "CacheManager: a lookup older than the last store or clear is gathered anyway",
+        (
+            Edit(
+                MANAGER,
+                "if found.owner != self._owner or found.generation != self.generation:",
+                "if found.owner != self._owner:",
+            ),
+        ),
+        (RELIABILITY_T, MANAGER_T),
+    ),
+    Mutant(
+        "concurrent-use-waits",
+        "CacheManager: a second thread waits for the lock instead of being refused",
+        (
+            Edit(
+                MANAGER,
+                "if not self._busy.acquire(blocking=False):",
+                "if not self._busy.acquire(blocking=True):",
+            ),
+        ),
+        (RELIABILITY_T,),
+    ),
+    Mutant(
+        "correction-edit-ignored",
+        "Correction: an in-place edit of the table is ignored (the first derivation kept)",
+        (Edit(ENTRY, "        if self._version[0] != self.table._version:", "        if False:"),),
+        (RELIABILITY_T,),
+    ),
+    Mutant(
+        "zero-row-keys",
+        "key functions reshape with -1 (ambiguous, fails) for zero-row latents",
+        (
+            Edit(
+                KEYS_MOD,
+                "return latents.reshape(latents.shape[0], math.prod(latents.shape[1:]))",
+                "return latents.reshape(latents.shape[0], -1)",
+            ),
+        ),
+        (RELIABILITY_T,),
+    ),
 )
 
 
@@ -416,7 +473,7 @@ def run_one(mutant: Mutant | None, timeout: float) -> Outcome:
                 path.write_text(text.replace(e.old, e.new))
             first = mutant.first
         order = [*first, *(t for t in diff_tests() if t not in first)]
-        files = [str(DIFF_DIR / t) for t in order]
+        files = [t if "/" in t else str(DIFF_DIR / t) for t in order]
         env = dict(os.environ)
         env.update(
             HYPOTHESIS_PROFILE="ci",
