@@ -10,6 +10,8 @@ shared by every environment (so the same key lives in two environments' pools an
 * ``lookup`` - hierarchical / root / recurrent lookups of batches with duplicate keys and
   fingerprints absent / right / wrong / mixed; tier, slot, collided flag and the K/V read
   back are compared row by row; env ids given as a list or a CPU tensor;
+* ``gather_last`` - the last lookup gathered later, after whatever rules ran since: both
+  sides gather the same batch, or both refuse a stale lookup (``StaleLookupError``);
 * ``expand`` - one MCTS step: lookup, ``gather`` (static width ``cl`` or the dynamic
   longest width) and ``append`` of ``t`` = 1 .. 3 new tokens (the overflow rule at width
   ``cl``), or the fused ``gather_append``; optional ``remove_registers``, then
@@ -113,6 +115,7 @@ class ManagerMachine(DiffMachine):
         self.keys = keys[: max(3, root_capacity + 2)]
         self.last_fp: dict[int, int] = {}
         self.stored_keys: set[int] = set()
+        self.last_lookup: tuple[list[TierLookup], zerokv.TierLookup] | None = None
         self.ready = True
 
     # ------------------------------------------------------------------ drawing
@@ -209,7 +212,24 @@ class ManagerMachine(DiffMachine):
         expected = [r.entry if r.entry is not None else empty for r in spec]
         read = list(decode_entries(self.impl.read(found), self.shape))
         assert read == expected, f"looked-up K/V differ:\n spec {expected}\n impl {read}"
+        if rows:
+            self.last_lookup = (spec, found)
         return rows, spec, found
+
+    @precondition(lambda self: self.ready and self.last_lookup is not None)
+    @rule()
+    def gather_last(self) -> None:
+        """The last lookup, gathered later: fresh on both sides, or stale on both (a store or
+        a clear happened since: ``StaleLookupError``)."""
+        assert self.last_lookup is not None
+        spec_found, found = self.last_lookup
+        cl = self.shape.context_length
+        both = run_both(lambda: self.spec.gather(spec_found, cl), lambda: self.impl.gather(found))
+        event(f"gather of the last lookup: {'fresh' if both is not None else 'stale'}")
+        if both is not None:
+            batch, ibatch = both
+            got = decode_batch(ibatch, self.shape)
+            assert got == batch, f"gather of the last lookup:\n spec {batch}\n impl {got}"
 
     @precondition(lambda self: self.ready)
     @rule(data=st.data())
