@@ -43,6 +43,7 @@ never in training.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
@@ -135,7 +136,8 @@ def _same(operation: str, what: str, implementation: object, spec: object) -> No
 
 def _same_tensor(operation: str, what: str, got: torch.Tensor, want: torch.Tensor) -> None:
     """Bit-exact equality, except that +0.0 and -0.0 count as equal (NaNs compare equal
-    only with the same bits)."""
+    only with the same bits). Stores zero their padding with a bit mask (exactly +0.0), but
+    a value the model wrote may legitimately be -0.0 where the reference computes +0.0."""
     if got.shape != want.shape or got.dtype != want.dtype:
         _diverge(operation, f"{what} (shape, dtype)", (tuple(got.shape), got.dtype), want.dtype)
     a, b = got.detach().cpu(), want.detach().cpu()
@@ -163,8 +165,11 @@ def _host_values(values: torch.Tensor | None, present: torch.Tensor | None) -> l
         return None
     if not isinstance(values, torch.Tensor) or values.dim() != 1:
         raise _Unrepresentable("not a [B] tensor")
-    flags = [True] * values.shape[0] if present is None else present.tolist()
-    return [v if f else None for v, f in zip(values.tolist(), flags)]
+    try:
+        flags = [True] * values.shape[0] if present is None else present.tolist()
+        return [v if f else None for v, f in zip(values.tolist(), flags)]
+    except (RuntimeError, NotImplementedError, AttributeError):  # no data (meta), not a tensor
+        raise _Unrepresentable("values that cannot be read") from None
 
 
 def _spec_rows(
@@ -196,6 +201,20 @@ def _raising(err: ZeroKVError) -> Callable[[], NoReturn]:
         raise err
 
     return call
+
+
+def _spec_correction(correction: object) -> SpecCorrection:
+    """The spec's correction for a store: zeros (token values are versions) with the
+    implementation table's layer and position counts, and a NaN where it holds a
+    non-finite value, so the spec refuses what the implementation refuses; anything that
+    is not a ``Correction`` is passed on as it is."""
+    if not isinstance(correction, Correction) or correction.table.dim() != 5:
+        return correction  # type: ignore[return-value]  # the spec refuses it, as it should
+    layers, positions = int(correction.table.shape[0]), int(correction.table.shape[3])
+    finite = bool(torch.isfinite(correction.table).all())
+    k = tuple(((0.0 if finite else math.nan),) + (0.0,) * (positions - 1) for _ in range(layers))
+    v = tuple((0.0,) * positions for _ in range(layers))
+    return SpecCorrection(k, v)
 
 
 def _tokens(value: float, count: int, num_layers: int) -> tuple[tuple[float, ...], ...]:
@@ -297,17 +316,21 @@ class ShadowManager:
             spec_call = _raising(err)
         if impl.error is not None:
             if spec_call is not None and not isinstance(impl.error, TENSOR_ONLY):
-                words = disagreement(attempt(spec_call), impl)
+                try:
+                    spec_outcome: Outcome[S] | None = attempt(spec_call)
+                except MemoryError:  # what the implementation could not allocate either
+                    spec_outcome = None
+                words = None if spec_outcome is None else disagreement(spec_outcome, impl)
                 if words is not None:
-                    _diverge(operation, "outcome", *words)
+                    _diverge(operation, "outcome of a refused call", *words)
             self._compare_state(operation, full=True)
             raise impl.error
         if spec_call is None:
-            _diverge(operation, "outcome", "succeeded", "arguments the spec cannot represent")
+            _diverge(operation, "representable arguments", "succeeded", "not representable")
         spec: Outcome[S] = attempt(spec_call)
         if spec.error is not None:
             _diverge(
-                operation, "outcome", "succeeded", f"{type(spec.error).__name__}: {spec.error}"
+                operation, "spec refusal", "succeeded", f"{type(spec.error).__name__}: {spec.error}"
             )
         return impl.value, spec.value  # type: ignore[return-value]
 
@@ -351,7 +374,7 @@ class ShadowManager:
             for field, want, got in state_differences(
                 spec_pool_state(spec_pool), impl_pool.index.view(pool_id)
             ):
-                _diverge(operation, f"{name} {field.replace('_', ' ')}", got, want)
+                _diverge(operation, f"{name} state, field {field}", got, want)
         if not full:
             return
         _same(
@@ -433,13 +456,17 @@ class ShadowManager:
             return self.impl.recurrent_base + row.slot
         return self.impl.slab.zero
 
-    def _shadow_lookup(self, operation: str, found: TierLookup) -> ShadowTierLookup:
-        if not isinstance(found, ShadowTierLookup):
-            raise BatchError(
-                f"{operation} of a ShadowManager needs a lookup made by the same ShadowManager, "
-                f"got {type(found).__name__}"
-            )
-        return found
+    def _shadow_lookup(self, operation: str, found: object) -> ShadowTierLookup:
+        """``found`` if this shadow made it. Anything else is refused as the implementation
+        refuses it (not a lookup, stale, another manager's); a lookup made directly on the
+        wrapped manager, which the shadow cannot compare, gets ``BatchError``."""
+        if isinstance(found, ShadowTierLookup):
+            return found
+        self.impl.read(found)  # type: ignore[arg-type]  # raises its typed error
+        raise BatchError(
+            f"{operation} of a ShadowManager needs a lookup made by the same ShadowManager, "
+            f"got {type(found).__name__}"
+        )
 
     def gather(self, found: TierLookup, width: int | None = None) -> Batch:
         """``CacheManager.gather``; K/V compared bit-exactly with the side table."""
@@ -463,8 +490,8 @@ class ShadowManager:
         """A fused gather compared bit-exactly with ``gather`` (itself checked against the
         spec) followed by ``append`` of ``new_kv``."""
         want = append(self.gather(found), new_kv, self.impl.config.context_length)
-        _same(op, "batch lengths", fused.lengths.tolist(), want.lengths.tolist())
-        _same_tensor(op, "batch K/V", fused.kv, want.kv)
+        _same(op, "fused batch lengths", fused.lengths.tolist(), want.lengths.tolist())
+        _same_tensor(op, "fused batch K/V", fused.kv, want.kv)
         return fused
 
     def gather_append(self, found: TierLookup, new_kv: torch.Tensor) -> Batch:
@@ -569,7 +596,11 @@ class ShadowManager:
         def lengths() -> list[int]:
             if not isinstance(entries, Entries):
                 raise _Unrepresentable(f"entries of type {type(entries).__name__}")
-            return [int(n) for n in entries.lengths.tolist()]
+            sizes = [int(n) for n in entries.lengths.tolist()]
+            if any(n < 0 for n in sizes):
+                raise _Unrepresentable("an entry of negative size")
+            # Any size past the context is refused alike: no need to build 2**40 tokens.
+            return [min(n, self.impl.config.context_length + 1) for n in sizes]
 
         def spec_fn(a: _SpecRows, versions: list[int]) -> Callable[[], list[SpecPutResult]]:
             rows = self._spec_entries(versions, lengths())
@@ -598,10 +629,15 @@ class ShadowManager:
                 raise _Unrepresentable(f"a batch of type {type(batch).__name__}")
             lengths = [int(n) for n in batch.lengths.tolist()]
             width, layers = batch.width, batch.num_layers
-            rows = tuple((0.0,) * (width - n) + (float(v),) * n for v, n in zip(versions, lengths))
+            # Token values are versions; a length outside [0, W] keeps its value (the spec's
+            # Batch refuses it) while the row holds what fits.
+            rows = tuple(
+                (0.0,) * (width - m) + (float(v),) * m
+                for v, m in ((v, min(max(n, 0), width)) for v, n in zip(versions, lengths))
+            )
             spec_batch = SpecBatch((rows,) * layers, (rows,) * layers, tuple(lengths), width)
-            zero = SpecCorrection.zero(layers, cfg.context_length)
-            return lambda: spec_store(a.envs, a.keys, spec_batch, zero, a.fps, a.prios)
+            spec_correction = _spec_correction(correction)
+            return lambda: spec_store(a.envs, a.keys, spec_batch, spec_correction, a.fps, a.prios)
 
         return self._store(
             operation,
@@ -738,7 +774,7 @@ class ShadowManager:
     # ------------------------------------------------------------------ statistics
     def stats(self) -> ManagerStats:
         got = self.impl.stats()
-        _same("stats", "manager statistics", got, self.spec.stats)
+        _same("stats", "stats(): manager statistics", got, self.spec.stats)
         return got
 
     def root_stats(self, env_id: int | None = None) -> PoolStats:
@@ -751,12 +787,12 @@ class ShadowManager:
         got, want = self._call(
             "root_stats", lambda: self.impl.root_stats(env_id), lambda: spec_stats
         )
-        _same("root_stats", f"root statistics of env {env_id}", got, want)
+        _same("root_stats", f"root_stats(): statistics of env {env_id}", got, want)
         return got
 
     def recurrent_stats(self) -> PoolStats:
         got = self.impl.recurrent_stats()
-        _same("recurrent_stats", "recurrent statistics", got, self.spec.recurrent.stats)
+        _same("recurrent_stats", "recurrent_stats(): statistics", got, self.spec.recurrent.stats)
         return got
 
     def reset_stats(self) -> None:
@@ -772,22 +808,23 @@ class ShadowManager:
         got, want = self._call(
             "root_slot_keys", lambda: self.impl.root_slot_keys(env_id), lambda: spec_keys
         )
-        _same("root_slot_keys", f"root pool {env_id} slot keys", got, want)
+        _same("root_slot_keys", f"root_slot_keys(): slot keys of env {env_id}", got, want)
         return got
 
     def recurrent_slot_keys(self) -> list[int | None]:
         got = self.impl.recurrent_slot_keys()
-        _same("recurrent_slot_keys", "recurrent slot keys", got, self.spec.recurrent.slot_keys)
+        want = self.spec.recurrent.slot_keys
+        _same("recurrent_slot_keys", "recurrent_slot_keys(): slot keys", got, want)
         return got
 
     def root_sizes(self) -> list[int]:
         got = self.impl.root_sizes()
-        _same("root_sizes", "root pool sizes", got, [len(p) for p in self.spec.roots])
+        _same("root_sizes", "root_sizes(): sizes", got, [len(p) for p in self.spec.roots])
         return got
 
     def recurrent_size(self) -> int:
         got = self.impl.recurrent_size()
-        _same("recurrent_size", "recurrent pool size", got, len(self.spec.recurrent))
+        _same("recurrent_size", "recurrent_size(): size", got, len(self.spec.recurrent))
         return got
 
     def entry_at(self, tier: Tier, env_id: int, slot: int) -> Entries:
