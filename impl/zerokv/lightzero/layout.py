@@ -408,13 +408,13 @@ class ObjectPlan:
             if type(size) is not int or not 0 <= size <= self.context_length:
                 return None
             out = []
+            tensor = torch.Tensor
             for layer in layers:
                 for cache in (layer._k_cache, layer._v_cache):
                     t = cache._cache
                     if (
-                        type(t) is not torch.Tensor
-                        or cache._size != size
-                        or type(cache._size) is not int
+                        type(t) is not tensor
+                        or cache._size != size  # (an equal float passes: same count)
                         or t.shape != shape
                         or t.dtype != dtype
                         or t.device != device

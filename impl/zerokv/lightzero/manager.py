@@ -65,7 +65,7 @@ from __future__ import annotations
 import logging
 import operator
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -81,7 +81,7 @@ from zerokv.lightzero.layout import (
     check_object,
     unsigned_key,
 )
-from zerokv.lightzero.store import KVSnapshot, Ring, RowStore
+from zerokv.lightzero.store import KVSnapshot, Ring, RowStore, new_snapshot
 from zerokv.manager import CacheConfig, TierLookup
 from zerokv.shadow import ShadowDivergence, ShadowManager
 from zerokv_spec.entry import MIN_CONTEXT_LENGTH
@@ -131,6 +131,14 @@ LIGHTZERO_CAUSES = {
 
 
 # --------------------------------------------------------------------------- config
+
+
+def _no_storage(row: int) -> KVSnapshot:
+    raise AssertionError("a pool holds a key but the storage does not exist")
+
+
+def _no_write(row: int, tensors: list[torch.Tensor], size: int) -> None:
+    raise AssertionError("a store before the storage exists")
 
 
 def _config_value(config: object, name: str) -> object:
@@ -359,6 +367,9 @@ class KVCacheManager:
         self._format: Format | None = None
         self._plan: ObjectPlan | None = None
         self._store: RowStore | None = None
+        #: ``self._store.snapshot`` / ``.write`` once the storage exists.
+        self._snapshot: Callable[[int], KVSnapshot] = _no_storage
+        self._write: Callable[[int, list[torch.Tensor], int], None] = _no_write
         self._mirror: ShadowManager | None = None
         self._mirror_base = ManagerStats()
 
@@ -437,6 +448,8 @@ class KVCacheManager:
         self._device, self._dtype = fmt.device, fmt.dtype
         self._format = fmt
         self._store = RowStore(fmt, self._rows)
+        self._snapshot = self._store.snapshot
+        self._write = self._store.write
         if self.shadow:
             cfg = CacheConfig(
                 env_num=self.env_num,
@@ -521,10 +534,11 @@ class KVCacheManager:
         return value
 
     # ------------------------------------------------------------------ lookups
-    # The three lookups below are LightZero's hot path (one call per key, ~a microsecond
-    # each): they repeat a few lines instead of sharing helpers, count on the rings only
-    # (the overall counters are derived from them, see ``_overall``) and check one flag
-    # each for shadow mode and for debug logging.
+    # The three lookups below are LightZero's hot path (one call per key, well under a
+    # microsecond each): they repeat a few lines instead of sharing helpers (the snapshot
+    # is ``RowStore.snapshot`` inline), count on the rings only (the overall counters are
+    # derived from them, see ``_overall``) and check one flag for shadow mode and debug
+    # logging together.
 
     def get_init_cache(self, env_id: int, cache_key: int) -> KVSnapshot | None:
         """The entry under ``cache_key`` in env ``env_id``'s root pool, or None."""
@@ -539,7 +553,13 @@ class KVCacheManager:
         found = None
         if slot is not None:
             ring.hits += 1
-            found = self._store.snapshot(ring.base + slot)  # type: ignore[union-attr]
+            store: RowStore = self._store  # type: ignore[assignment]  # (a hit: it exists)
+            row = ring.base + slot
+            version = store.versions[row]
+            if version is None:
+                version = store.versions[row] = [row, store.sizes[row], None]
+            found = new_snapshot(KVSnapshot)
+            found._store, found._version, found._obj = store, version, None
         if self._checked:
             self._after_get("get_init_cache", "root", env_id, key, Tier.ROOT, slot)
         return found
@@ -555,7 +575,13 @@ class KVCacheManager:
         found = None
         if slot is not None:
             ring.hits += 1
-            found = self._store.snapshot(ring.base + slot)  # type: ignore[union-attr]
+            store: RowStore = self._store  # type: ignore[assignment]  # (a hit: it exists)
+            row = ring.base + slot
+            version = store.versions[row]
+            if version is None:
+                version = store.versions[row] = [row, store.sizes[row], None]
+            found = new_snapshot(KVSnapshot)
+            found._store, found._version, found._obj = store, version, None
         if self._checked:
             self._after_get("get_recur_cache", "recurrent", 0, key, Tier.RECURRENT, slot)
         return found
@@ -571,23 +597,27 @@ class KVCacheManager:
         ring = self._roots[env_id]
         ring.queries += 1
         slot = ring.index.get(key)
+        tier = Tier.ROOT
         if slot is not None:
             ring.hits += 1
             self._hier_root_hits += 1
-            found = self._store.snapshot(ring.base + slot)  # type: ignore[union-attr]
-            tier = Tier.ROOT
         else:
             ring = self._recur
             ring.queries += 1
             slot = ring.index.get(key)
+            tier = Tier.RECURRENT
             if slot is not None:
                 ring.hits += 1
                 self._hier_recur_hits += 1
-                found = self._store.snapshot(ring.base + slot)  # type: ignore[union-attr]
-                tier = Tier.RECURRENT
-            else:
-                found = None
-                tier = Tier.MISS
+        found = None
+        if slot is not None:
+            store: RowStore = self._store  # type: ignore[assignment]  # (a hit: it exists)
+            row = ring.base + slot
+            version = store.versions[row]
+            if version is None:
+                version = store.versions[row] = [row, store.sizes[row], None]
+            found = new_snapshot(KVSnapshot)
+            found._store, found._version, found._obj = store, version, None
         if self._checked:
             self._after_get("hierarchical_get", "hierarchical", env_id, key, tier, slot)
         return found
@@ -634,19 +664,24 @@ class KVCacheManager:
         if slot is None:
             return None
         ring.hits += 1
-        return self._store.snapshot(ring.base + slot)  # type: ignore[union-attr]
+        return self._snapshot(ring.base + slot)
 
     # ------------------------------------------------------------------ stores
     def _put(self, operation: str, ring: Ring, key: int, kv: KeysValuesLike) -> int:
         """Validate ``kv``, place ``key`` in ``ring`` (FIFO) and copy ``kv`` into the slot."""
-        tensors, size = self._tensors(kv)  # raises before anything changes
-        store = self._store
-        assert store is not None
+        plan = self._plan
+        got = None if plan is None else plan.tensors(kv)
+        if got is None:
+            got = self._tensors(kv)  # the first object, or an unusual one: full checks
+        tensors, size = got  # nothing has changed before this point
         slot, inserted, evicted = ring.place(key)
-        store.write(ring.base + slot, tensors, size)
-        if self._mirror is not None and ring is not self._wm:
-            self._check_store(operation, ring, key, slot, evicted)
-        if log.isEnabledFor(_DEBUG):
+        self._write(ring.base + slot, tensors, size)
+        self._stores += 1
+        if self._stores >= self._next_diagnosis >= 0:
+            self._diagnose()
+            self._next_diagnosis = self._stores + self._diagnosis_every
+        debug = log.isEnabledFor(_DEBUG)
+        if debug:
             log.debug(
                 "%s: key %d -> %s, slot %d (%s%s, %d tokens)",
                 operation,
@@ -657,11 +692,10 @@ class KVCacheManager:
                 f", evicted key {evicted}" if evicted is not None else "",
                 size,
             )
-        self._stores += 1
-        if self._stores >= self._next_diagnosis >= 0:
-            self._diagnose()
-            self._next_diagnosis = self._stores + self._diagnosis_every
-        self._checked = self._mirror is not None or log.isEnabledFor(_DEBUG)
+        mirror = self._mirror
+        if mirror is not None and ring is not self._wm:
+            self._check_store(operation, ring, key, slot, evicted)
+        self._checked = debug or mirror is not None
         return slot
 
     def set_init_cache(self, env_id: int, cache_key: int, kv_cache: KeysValuesLike) -> int:

@@ -8,9 +8,9 @@ This module owns the single-entry fast path of ``zerokv.lightzero.KVCacheManager
   overwritten in place, ``clear`` forgets every key and resets the pointer. It counts
   queries, hits, inserts, updates and evictions on the host.
 * ``RowStore`` - every slot of every ring as one row of one tensor
-  ``[rows, 2L, H, cl, d]`` (K and V of each layer, tokens left-aligned as LightZero keeps
-  them, zeros after them), allocated once (``torch.empty``: on a CPU only the rows ever
-  written take memory), with each row's size on the host.
+  ``[rows, 2L, H, cl, d]`` (K and V of each layer as LightZero keeps them: tokens
+  left-aligned, whole caches), allocated and zeroed once, with each row's size on the
+  host.
 * ``KVSnapshot`` - what a lookup returns: a handle on a row, copy-on-write.
 
 Why not ``zerokv.CacheManager``'s batched calls: LightZero calls its manager one key at a
@@ -25,7 +25,7 @@ Isolation without a copy per lookup: a ``KVSnapshot`` holds no tensor of the sto
 the version of a row it shows. ``clone()`` - what LightZero's world model does with every
 hit - copies the row into a new object; any other attribute access first gives the handle
 its own private copy (``materialize``). All snapshots of one version of a row share one
-small ``_Version`` record; before the row is overwritten, a version that snapshots still
+small version record; before the row is overwritten, a version that snapshots still
 hold gets a private copy of the row (copy-on-write; "still hold" is its reference count,
 so a store costs nothing extra when, as in LightZero, every hit was cloned and dropped).
 A snapshot therefore always shows the entry as it was when it was looked up, and nothing
@@ -42,7 +42,7 @@ import torch
 
 from zerokv.lightzero.layout import Format, KeysValuesLike, ObjectPlan
 
-__all__ = ["KVSnapshot", "Ring", "RowStore"]
+__all__ = ["KVSnapshot", "Ring", "RowStore", "new_snapshot"]
 
 
 class Ring:
@@ -109,19 +109,11 @@ class Ring:
         return len(self.index)
 
 
-class _Version:
-    """One version of a row's content, shared by the snapshots taken of it.
-
-    ``frozen`` is ``None`` while the row still holds this version; before the row is
-    overwritten, a version that snapshots still hold gets a private copy of the row.
-    """
-
-    __slots__ = ("frozen", "row", "size")
-
-    def __init__(self, row: int, size: int) -> None:
-        self.row = row
-        self.size = size
-        self.frozen: torch.Tensor | None = None
+#: A version of a row's content, shared by the snapshots taken of it: a list
+#: ``[row, size, frozen]`` (a list costs a fraction of an object with ``__init__``).
+#: ``frozen`` is ``None`` while the row still holds this version; before the row is
+#: overwritten, a version that snapshots still hold gets a private copy of the row there.
+_ROW, _SIZE, _FROZEN = 0, 1, 2
 
 
 #: How many references a version has when nothing but the store's write path holds it
@@ -142,14 +134,15 @@ class RowStore:
         self.plan: ObjectPlan | None = None
         self.num_layers = fmt.num_layers
         shape = (rows, 2 * fmt.num_layers, fmt.num_heads, fmt.context_length, fmt.head_dim)
-        # Normal tensors even when the first store runs under torch.inference_mode().
+        # Normal tensors even when the first store runs under torch.inference_mode(). Zeros,
+        # not empty: the memory is touched once here, not page by page in the hot path.
         with torch.inference_mode(False):
-            self.data = torch.empty(shape, device=fmt.device, dtype=fmt.dtype)
+            self.data = torch.zeros(shape, device=fmt.device, dtype=fmt.dtype)
             #: One view per row (indexing the tensor costs as much as a small copy).
             self.rows = list(self.data.unbind(0))
         self.sizes = [0] * rows
         #: The version of each row that snapshots share (None: not read since written).
-        self.versions: list[_Version | None] = [None] * rows
+        self.versions: list[list[Any] | None] = [None] * rows
 
     @property
     def storage_bytes(self) -> int:
@@ -165,7 +158,7 @@ class RowStore:
         if version is not None:
             self.versions[row] = None
             if _getrefcount is None or _getrefcount(version) > _UNHELD:
-                version.frozen = self.rows[row].clone()  # snapshots keep the old entry
+                version[_FROZEN] = self.rows[row].clone()  # snapshots keep the old entry
         torch.cat(tensors, 0, out=self.rows[row])
         self.sizes[row] = size
 
@@ -176,11 +169,18 @@ class RowStore:
         return plan.build(data.clone(), size)
 
     def snapshot(self, row: int) -> KVSnapshot:
-        """A copy-on-write handle on ``row`` (module docstring)."""
+        """A copy-on-write handle on ``row`` (module docstring).
+
+        ``KVCacheManager``'s lookups repeat these lines inline (their hot path).
+        """
         version = self.versions[row]
         if version is None:
-            version = self.versions[row] = _Version(row, self.sizes[row])
-        return KVSnapshot(self, version)
+            version = self.versions[row] = [row, self.sizes[row], None]
+        snap = new_snapshot(KVSnapshot)  # cheaper than a call of __init__
+        snap._store = self
+        snap._version = version
+        snap._obj = None
+        return snap
 
 
 class KVSnapshot:
@@ -195,27 +195,30 @@ class KVSnapshot:
 
     __slots__ = ("_obj", "_store", "_version")
 
-    def __init__(self, store: RowStore, version: _Version) -> None:
-        self._store = store
-        self._version = version
-        self._obj: KeysValuesLike | None = None
+    _store: RowStore
+    _version: list[Any]
+    _obj: KeysValuesLike | None
+
+    def __init__(self, store: RowStore, row: int) -> None:
+        other = store.snapshot(row)
+        self._store, self._version, self._obj = store, other._version, None
 
     def _data(self) -> torch.Tensor:
         version = self._version
-        frozen = version.frozen
-        return self._store.rows[version.row] if frozen is None else frozen
+        frozen: torch.Tensor | None = version[_FROZEN]
+        return self._store.rows[version[_ROW]] if frozen is None else frozen
 
     @property
     def size(self) -> int:
         """Tokens held (LightZero's ``KeysValues.size``)."""
         obj = self._obj
-        return self._version.size if obj is None else int(obj.size)
+        return int(self._version[_SIZE]) if obj is None else int(obj.size)
 
     def clone(self) -> KeysValuesLike:
         """A new object with private tensors (what LightZero's ``KeysValues.clone`` gives)."""
         obj = self._obj
         if obj is None:
-            return self._store.build(self._data(), self._version.size)
+            return self._store.build(self._data(), self._version[_SIZE])
         clone = getattr(obj, "clone", None)
         return clone() if callable(clone) else copy.deepcopy(obj)
 
@@ -223,7 +226,7 @@ class KVSnapshot:
         """The handle's own private object (made on first use, then always the same)."""
         obj = self._obj
         if obj is None:
-            obj = self._obj = self._store.build(self._data(), self._version.size)
+            obj = self._obj = self._store.build(self._data(), self._version[_SIZE])
         return obj
 
     def __len__(self) -> int:
@@ -250,6 +253,10 @@ class KVSnapshot:
     def __repr__(self) -> str:
         state = "materialized" if self._obj is not None else "copy-on-write"
         return f"KVSnapshot(size={self.size}, layers={len(self)}, {state})"
+
+
+#: ``new_snapshot(KVSnapshot)``: a snapshot whose slots the caller fills (the hot path).
+new_snapshot = object.__new__
 
 
 def _identity(obj: object) -> object:
