@@ -1133,6 +1133,28 @@ def test_install_is_one_line_and_reversible() -> None:
         install(empty)
 
 
+def test_install_with_options() -> None:
+    from zerokv.lightzero import install, installed, is_installed, uninstall
+
+    module = _fake_lightzero_module()
+    theirs = module.KVCacheManager
+    assert install(module, shadow=True, hit_rate_window=32) is theirs
+    configured = module.KVCacheManager
+    assert is_installed(module) and issubclass(configured, KVCacheManager)
+    built = configured(config=lz_config(), env_num=2, enable_stats=True)
+    assert built.shadow is True and built.hit_rate_monitor.window == 32
+    assert configured(lz_config(), 2, shadow=False).shadow is False  # explicit wins
+    assert install(module) is theirs  # reinstalling replaces the options only
+    assert module.KVCacheManager is KVCacheManager
+    with installed(module, shadow=True):
+        assert module.KVCacheManager is not KVCacheManager
+    assert module.KVCacheManager is KVCacheManager  # as before the block
+    assert uninstall(module) and module.KVCacheManager is theirs
+    with pytest.raises(TypeError, match="options"):
+        install(module, num_simulations=3)
+    assert module.KVCacheManager is theirs
+
+
 def test_install_without_lightzero_main_names_the_version() -> None:
     import importlib.util
 

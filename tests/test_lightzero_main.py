@@ -29,6 +29,7 @@ for every child, so every recurrent store would share a key.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -254,6 +255,17 @@ CONFIGS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    """LightZero's import configures DEBUG logging, and its records per lookup would
+    dominate the run; this test compares outputs, not logs."""
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 @pytest.fixture
 def lightzero_manager() -> Iterator[type]:
     assert LIGHTZERO is not None
@@ -322,4 +334,75 @@ def test_the_comparison_bites() -> None:
             drive(theirs, "manager", steps_total=2),
             drive(broken, "manager", steps_total=2),
             ("LightZero", "planted bug"),
+        )
+
+
+# --------------------------------------------------------------------------- timing
+# Not a test: `ZEROKV_LIGHTZERO=<checkout> python tests/test_lightzero_main.py` prints the
+# time of the cache code per recurrent_inference call (retrieve_or_generate_kvcache +
+# trim_and_pad_kv_cache + update_cache_context) for each of the three cache systems, at
+# UniZero's Atari shape, median of interleaved runs (docs/migration.md, "Speed").
+
+GLUE = ("retrieve_or_generate_kvcache", "trim_and_pad_kv_cache", "update_cache_context")
+
+
+def glue_ms_per_recurrent_call(mode: str) -> float:
+    """One run of ``drive`` at the Atari shape; cache-code ms per recurrent_inference."""
+    import time
+
+    extra = {"embed_dim": 768, "num_heads": 8, "env_num": 8}
+    if mode == "zerokv":
+        with installed():
+            model = build("manager", extra)
+    else:
+        model = build("manager" if mode == "lightzero" else "legacy", extra)
+    spent = {"glue": 0.0, "calls": 0}
+    wm = model.world_model
+    for name in GLUE:
+        original = getattr(wm, name)
+
+        def timed(*args: Any, __call: Any = original, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return __call(*args, **kwargs)
+            finally:
+                spent["glue"] += time.perf_counter() - start
+
+        setattr(wm, name, timed)
+    initial, recurrent = model.initial_inference, model.recurrent_inference
+
+    def initial_untimed(*args: Any, **kwargs: Any) -> Any:
+        before = spent["glue"]
+        try:
+            return initial(*args, **kwargs)
+        finally:
+            spent["glue"] = before  # only the recurrent calls' cache code counts
+
+    def recurrent_counted(*args: Any, **kwargs: Any) -> Any:
+        spent["calls"] += 1
+        return recurrent(*args, **kwargs)
+
+    model.initial_inference = initial_untimed
+    model.recurrent_inference = recurrent_counted
+    drive(model, "legacy" if mode == "legacy" else "manager")
+    return 1e3 * spent["glue"] / spent["calls"]
+
+
+if __name__ == "__main__":
+    import statistics
+
+    if LIGHTZERO is None:
+        raise SystemExit("LightZero main is not importable (set ZEROKV_LIGHTZERO)")
+    torch.set_num_threads(1)
+    logging.disable(logging.INFO)
+    ENVS, SIMULATIONS, STEPS, EMBED = 8, 25, 5, 768
+    modes = ["lightzero", "zerokv", "legacy"]
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for run in range(3):
+        for mode in modes if run % 2 == 0 else modes[::-1]:
+            times[mode].append(glue_ms_per_recurrent_call(mode))
+    for mode in modes:
+        print(
+            f"{mode:10s} cache code per recurrent_inference: "
+            f"{statistics.median(times[mode]):.2f} ms (runs: {times[mode]})"
         )

@@ -55,9 +55,12 @@ import torch
 from zerokv.lightzero import KVCacheManager
 
 __all__ = [
+    "KINDS",
+    "AdapterMismatch",
     "AdapterWorkload",
     "LightZeroKeysValues",
     "LightZeroManager",
+    "check",
     "format_table",
     "main",
     "run",

@@ -20,6 +20,7 @@ import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
 from zerokv.lightzero.manager import KVCacheManager
 
@@ -45,22 +46,40 @@ def _module(module: ModuleType | None) -> ModuleType:
         ) from err
 
 
-def install(module: ModuleType | None = None) -> type:
+def _with_options(options: dict[str, Any]) -> type[KVCacheManager]:
+    """``KVCacheManager`` with zerokv's keyword-only options preset (LightZero passes none)."""
+    allowed = {"device", "dtype", "shadow", "hit_rate_window"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(f"install() takes the options {sorted(allowed)}, got {sorted(unknown)}")
+
+    class Configured(KVCacheManager):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**options, **kwargs})
+
+    Configured.__name__ = Configured.__qualname__ = "KVCacheManager"
+    Configured.__doc__ = f"zerokv.lightzero.KVCacheManager with {options} (install())."
+    return Configured
+
+
+def install(module: ModuleType | None = None, **options: Any) -> type:
     """Make LightZero build ``zerokv.lightzero.KVCacheManager``; returns the class replaced.
 
-    ``module`` defaults to LightZero's ``kv_cache_manager`` module (imported). Installing
-    twice is harmless; ``uninstall()`` restores LightZero's class. World models must be
-    built after this call, with ``use_new_cache_manager=True`` in their config.
+    ``module`` defaults to LightZero's ``kv_cache_manager`` module (imported). ``options``
+    are zerokv's keyword-only constructor options for every manager LightZero builds
+    (``shadow=True``, ``hit_rate_window=``, ``device=``, ``dtype=``). Installing again
+    replaces the options and keeps LightZero's class for ``uninstall()``. World models
+    must be built after this call, with ``use_new_cache_manager=True`` in their config.
     """
     mod = _module(module)
     current = getattr(mod, "KVCacheManager", None)
     if not isinstance(current, type):
         raise ImportError(f"{mod.__name__} has no KVCacheManager class to replace")
-    if current is KVCacheManager:
-        return _replaced.get(mod.__name__, current)
-    _replaced[mod.__name__] = current
-    mod.KVCacheManager = KVCacheManager  # type: ignore[attr-defined]
-    return current
+    cls = _with_options(options) if options else KVCacheManager
+    if not issubclass(current, KVCacheManager):
+        _replaced[mod.__name__] = current
+    mod.KVCacheManager = cls  # type: ignore[attr-defined]
+    return _replaced.get(mod.__name__, current)
 
 
 def uninstall(module: ModuleType | None = None) -> bool:
@@ -75,16 +94,24 @@ def uninstall(module: ModuleType | None = None) -> bool:
 
 def is_installed(module: ModuleType | None = None) -> bool:
     """Whether LightZero's world model would build zerokv's manager now."""
-    return getattr(_module(module), "KVCacheManager", None) is KVCacheManager
+    current = getattr(_module(module), "KVCacheManager", None)
+    return isinstance(current, type) and issubclass(current, KVCacheManager)
 
 
 @contextmanager
-def installed(module: ModuleType | None = None) -> Iterator[type]:
-    """``install()`` for the duration of a ``with`` block (yields LightZero's class)."""
+def installed(module: ModuleType | None = None, **options: Any) -> Iterator[type]:
+    """``install()`` for the duration of a ``with`` block (yields LightZero's class).
+
+    Afterwards the module holds again what it held before (zerokv's class with the options
+    it had, if it was installed already).
+    """
+    before = getattr(_module(module), "KVCacheManager", None)
     was = is_installed(module)
-    original = install(module)
+    original = install(module, **options)
     try:
         yield original
     finally:
-        if not was:
+        if was:
+            _module(module).KVCacheManager = before  # type: ignore[attr-defined]
+        else:
             uninstall(module)
