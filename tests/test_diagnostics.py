@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from zerokv.diagnostics import DEFAULT_CAUSES, HitRateMonitor, TierCounts
+from zerokv.errors import ConfigError
 from zerokv.lightzero import KVCacheManager, LayoutKeysValues
 
 LOGGER = "zerokv.test.diagnostics"
@@ -64,7 +65,7 @@ def check_monitor_contract(make: type[HitRateMonitor]) -> None:
         assert mon.update("root", 110, 0, 11)
         mon.reset()
         assert mon.warned == set()
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError, match="window"):
             make(0)
     finally:
         logger.removeHandler(records)

@@ -1150,7 +1150,8 @@ def test_install_with_options() -> None:
         assert module.KVCacheManager is not KVCacheManager
     assert module.KVCacheManager is KVCacheManager  # as before the block
     assert uninstall(module) and module.KVCacheManager is theirs
-    with pytest.raises(TypeError, match="options"):
+    expected = r"\['device', 'dtype', 'hit_rate_window', 'shadow'\], got \['num_simulations'\]"
+    with pytest.raises(ConfigError, match=expected):
         install(module, num_simulations=3)
     assert module.KVCacheManager is theirs
 
@@ -1168,3 +1169,23 @@ def test_install_without_lightzero_main_names_the_version() -> None:
         pytest.skip("LightZero main is installed here")
     with pytest.raises(ImportError, match="9f717c80"):
         install()
+
+
+def test_stores_under_inference_mode_and_with_grad() -> None:
+    """Storage allocated inside torch.inference_mode() stays usable outside it; tensors
+    that require grad are stored detached."""
+    manager = KVCacheManager(lz_config(with_shape=False), 1)
+    with torch.inference_mode():
+        manager.set_recur_cache(1, make_kv(3, 1))
+        inside = manager.get_recur_cache(1)
+        assert inside is not None
+        assert_object(inside.clone(), expected_tensors(make_kv(3, 1)))
+    given = make_kv(2, 2)
+    for cache in caches_of(given):
+        cache._cache.requires_grad_(True)
+    manager.set_recur_cache(2, given)
+    got = manager.get_recur_cache(2)
+    assert got is not None
+    copy = got.clone()
+    assert not any(c._cache.requires_grad for c in caches_of(copy))
+    assert_object(copy, (list(t.detach() for t in expected_tensors(given)[0]), 2))

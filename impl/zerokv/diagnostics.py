@@ -27,6 +27,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from zerokv.errors import ConfigError
+
 __all__ = ["DEFAULT_CAUSES", "DEFAULT_WINDOW", "HitRateMonitor", "TierCounts"]
 
 #: Lookups per window by default.
@@ -64,7 +66,7 @@ class HitRateMonitor:
         logger: logging.Logger | None = None,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an int >= 1, got {window!r}")
+            raise ConfigError(f"window must be an int >= 1, got {window!r}")
         self.window = window
         self.causes = dict(causes or {})
         self.logger = logger if logger is not None else _log

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+from zerokv.errors import ConfigError
 from zerokv.lightzero.manager import KVCacheManager
 
 __all__ = ["LIGHTZERO_MODULE", "install", "installed", "is_installed", "uninstall"]
@@ -51,7 +52,7 @@ def _with_options(options: dict[str, Any]) -> type[KVCacheManager]:
     allowed = {"device", "dtype", "shadow", "hit_rate_window"}
     unknown = set(options) - allowed
     if unknown:
-        raise TypeError(f"install() takes the options {sorted(allowed)}, got {sorted(unknown)}")
+        raise ConfigError(f"install() takes the options {sorted(allowed)}, got {sorted(unknown)}")
 
     class Configured(KVCacheManager):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
