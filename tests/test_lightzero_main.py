@@ -338,7 +338,7 @@ def test_the_comparison_bites() -> None:
 
 
 # --------------------------------------------------------------------------- timing
-# Not a test: `ZEROKV_LIGHTZERO=<checkout> python tests/test_lightzero_main.py` prints the
+# Not a test: `ZEROKV_LIGHTZERO=<checkout> python tests/test_lightzero_main.py [RUNS]` prints the
 # time of the cache code per recurrent_inference call (retrieve_or_generate_kvcache +
 # trim_and_pad_kv_cache + update_cache_context) for each of the three cache systems, at
 # UniZero's Atari shape, median of interleaved runs (docs/migration.md, "Speed").
@@ -398,7 +398,8 @@ if __name__ == "__main__":
     ENVS, SIMULATIONS, STEPS, EMBED = 8, 25, 5, 768
     modes = ["lightzero", "zerokv", "legacy"]
     times: dict[str, list[float]] = {m: [] for m in modes}
-    for run in range(3):
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    for run in range(runs):
         for mode in modes if run % 2 == 0 else modes[::-1]:
             times[mode].append(glue_ms_per_recurrent_call(mode))
     for mode in modes:
