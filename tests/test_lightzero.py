@@ -874,6 +874,13 @@ def held_snapshot_survives_overwrite(manager: KVCacheManager) -> None:
 
 def test_snapshots_are_copy_on_write() -> None:
     held_snapshot_survives_overwrite(KVCacheManager(lz_config(), 2))
+    manager = KVCacheManager(lz_config(), 2)  # a stored key overwritten in place
+    manager.set_init_cache(1, 5, make_kv(2, 7))
+    held = manager.get_init_cache(1, 5)
+    manager.set_init_cache(1, 5, make_kv(6, 8))
+    assert held is not None
+    assert_object(held.clone(), expected_tensors(make_kv(2, 7)))
+    assert_object(manager.get_init_cache(1, 5), expected_tensors(make_kv(6, 8)))
 
 
 def test_copy_on_write_check_bites(monkeypatch: pytest.MonkeyPatch) -> None:
