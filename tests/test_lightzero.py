@@ -2,10 +2,15 @@
 
 * a stand-in with LightZero's ``KeysValues`` layout, written for this project;
 * (a) a differential test against LightZero's semantics modelled on ``zerokv_spec``;
-* (b) isolation: nothing a caller holds aliases a pool;
+* (b) isolation: nothing a caller holds aliases a pool (copy-on-write snapshots);
 * (c) statistics: exact counts, one hierarchical lookup = one query;
 * (d) bad inputs raise the documented errors and change nothing;
-* (e) ``zerokv.shadow.ShadowManager`` catches planted divergences and passes clean runs.
+* (e) shadow mode: the drop-in checked against ``zerokv.ShadowManager`` (``CacheManager``
+  and the spec) catches planted divergences of the drop-in's own rings and storage, and
+  ``ShadowManager`` catches planted divergences of ``CacheManager``.
+
+The LightZero surface itself (names, keywords, defaults) is tested in
+``test_lightzero_conformance.py``; the real LightZero model in ``test_lightzero_main.py``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,8 @@ import torch
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from zerokv import Batch, Correction, Entries
+from zerokv import Entries
 from zerokv.errors import (
-    BatchError,
     ConfigError,
     DeviceError,
     DTypeError,
@@ -34,8 +38,13 @@ from zerokv.errors import (
     ShapeError,
     ZeroKVError,
 )
-from zerokv.lightzero import KVCacheManager, lightzero_key
-from zerokv.manager import CacheConfig, CacheManager
+from zerokv.lightzero import (
+    KVCacheManager,
+    KVSnapshot,
+    LayoutKeysValues,
+    lightzero_key,
+    unsigned_key,
+)
 from zerokv.shadow import ShadowDivergence, ShadowManager
 from zerokv_spec.entry import Entry
 from zerokv_spec.errors import ContractViolation
@@ -142,13 +151,9 @@ def make_kv(size: int, seed: int, num_layers: int = L, capacity: int = CL) -> St
 
 
 def expected_tensors(kv: Any) -> tuple[list[torch.Tensor], int]:
-    """What a lookup must return: the valid tokens left-aligned, zeros after them."""
-    out = []
-    for cache in caches_of(kv):
-        t = torch.zeros_like(cache._cache)
-        t[:, :, : cache._size] = cache._cache[:, :, : cache._size]
-        out.append(t)
-    return out, int(kv.size)
+    """What a lookup must return: the stored caches, whole (LightZero copies whole caches:
+    the valid tokens left-aligned, then whatever the stored object held after them)."""
+    return [cache._cache.clone() for cache in caches_of(kv)], int(kv.size)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -423,22 +428,27 @@ def test_shape_from_config_or_first_object() -> None:
         1,
         dtype=torch.float32,
     )  # fmt: skip
-    assert explicit.manager is not None  # everything known: allocated at once
+    assert explicit.allocated  # everything known: allocated at once
     assert explicit.context_length == 10  # an explicit context_length wins
     assert explicit.num_layers == 3
     explicit.set_init_cache(0, 1, make_kv(4, 0, num_layers=3, capacity=10))
     with pytest.raises(ShapeError, match=r"\(1, 2, 10, 3\)"):
         explicit.set_init_cache(0, 1, make_kv(4, 0, num_layers=3, capacity=8))
     inferred = KVCacheManager(lz_config(with_shape=False), 1)
-    assert inferred.manager is None and inferred.get_init_cache(0, 1) is None
+    assert not inferred.allocated and inferred.get_init_cache(0, 1) is None
     inferred.set_init_cache(0, 1, make_kv(4, 0, num_layers=3, capacity=6))
     assert (inferred.num_layers, inferred.context_length) == (3, 6)
     got = inferred.get_init_cache(0, 1)
-    assert isinstance(got, StandinKeysValues)  # the caller's own class, via the template
+    assert isinstance(got, KVSnapshot)
+    assert isinstance(got.clone(), StandinKeysValues)  # the caller's own class
+    assert isinstance(got.materialize(), StandinKeysValues)
     assert_object(got, expected_tensors(make_kv(4, 0, num_layers=3, capacity=6)))
     assert inferred.get_stats_summary()["init"]["queries"] == 2  # the early miss counts
-    with pytest.raises(ConfigError):
-        KVCacheManager(types.SimpleNamespace(max_cache_size=3), 1)
+    # LightZero's defaults: num_simulations 50, max_cache_size 5000.
+    default = KVCacheManager(types.SimpleNamespace(), 2)
+    assert (default.root_capacity, default.recurrent_capacity) == (256, 100)
+    with pytest.raises(ConfigError, match="num_simulations"):
+        KVCacheManager(types.SimpleNamespace(num_simulations=0), 1)
     with pytest.raises(ConfigError):
         KVCacheManager(lz_config(embed_dim=7), 1)
     with pytest.raises(ConfigError):
@@ -472,14 +482,17 @@ def test_isolation_every_tensor_mutated_after_the_call() -> None:
         (lambda: manager.get_recur_cache(22), want_rec),
         (lambda: manager.hierarchical_get(1, 22), want_rec),
     ]
-    assert manager.manager is not None
-    slab = manager.manager.slab.kv.untyped_storage().data_ptr()
+    store = manager._store
+    assert store is not None
+    slab = store.data.untyped_storage().data_ptr()
     for get, want in getters:
         first, second = get(), get()
         assert_object(first, want)
         pointers = [c._cache.untyped_storage().data_ptr() for c in caches_of(first)]
         pointers2 = [c._cache.untyped_storage().data_ptr() for c in caches_of(second)]
-        assert slab not in pointers and not set(pointers) & set(pointers2)
+        pointers3 = [c._cache.untyped_storage().data_ptr() for c in caches_of(get().clone())]
+        assert slab not in pointers and slab not in pointers3
+        assert not set(pointers) & set(pointers2) and not set(pointers3) & set(pointers)
         assert first is not second and first._keys_values[0] is not second._keys_values[0]
         scribble(first)  # ... and every object a lookup returned
         first._keys_values[1]._v_cache._cache = torch.zeros(1)
@@ -640,22 +653,22 @@ BAD_OBJECTS: list[tuple[str, Callable[[], object], type[ZeroKVError], str]] = [
 
 
 def _snapshot(manager: KVCacheManager) -> tuple[object, ...]:
-    inner = manager.manager
-    assert inner is not None
+    store = manager._store
+    assert store is not None
     return (
         manager.get_stats_summary(),
-        [inner.root_slot_keys(e) for e in range(manager.env_num)],
-        inner.recurrent_slot_keys(),
-        inner.slab.kv.clone(),
-        inner.slab.lengths.clone(),
+        [pool.slot_keys() for pool in manager.init_pools],
+        manager.recur_pool.slot_keys(),
+        list(store.sizes),
+        store.data.clone(),
     )
 
 
 def _assert_same(a: tuple[object, ...], b: tuple[object, ...]) -> None:
-    assert a[:3] == b[:3]
-    for x, y in zip(a[3:], b[3:]):
-        assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
-        assert torch.equal(x, y)
+    assert a[:4] == b[:4]
+    x, y = a[4], b[4]
+    assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+    assert torch.equal(bits(x), bits(y))
 
 
 @pytest.mark.parametrize("shadow", [False, True])
@@ -667,7 +680,7 @@ def test_bad_objects_raise_and_change_nothing(
     manager.set_init_cache(0, 1, make_kv(3, 1))
     manager.set_recur_cache(2, make_kv(2, 2))
     before = _snapshot(manager)
-    setters: list[Callable[[object], None]] = [
+    setters: list[Callable[[object], object]] = [
         lambda kv: manager.set_init_cache(1, 5, kv),
         lambda kv: manager.set_recur_cache(5, kv),
     ]
@@ -707,7 +720,7 @@ def test_bad_first_object_allocates_nothing() -> None:
     manager = KVCacheManager(lz_config(with_shape=False), 1)
     with pytest.raises(EntryError):
         manager.set_init_cache(0, 1, _set_size(make_kv(2, 0), 1, "_k_cache", 3))
-    assert manager.manager is None and manager.num_layers is None
+    assert not manager.allocated and manager.num_layers is None
     manager.set_init_cache(0, 1, make_kv(2, 0))
     assert manager.num_layers == L and manager.get_init_cache(0, 1) is not None
 
@@ -717,7 +730,7 @@ def test_bad_first_object_allocates_nothing() -> None:
 
 def shadow_adapter() -> tuple[KVCacheManager, ShadowManager]:
     manager = KVCacheManager(lz_config(), 2, dtype=torch.float32, device="cpu", shadow=True)
-    inner = manager.manager
+    inner = manager.shadow_manager
     assert isinstance(inner, ShadowManager)
     return manager, inner
 
@@ -788,49 +801,348 @@ def test_shadow_catches_an_error_the_spec_does_not_raise(monkeypatch: pytest.Mon
     assert info.value.spec == "succeeded"
 
 
-def test_shadow_manager_clean_batch_run() -> None:
-    """The batched paths (store with window rule, gather, read, entry_at) agree with the spec."""
-    config = CacheConfig.legacy(3, L, H, D, CL, num_simulations=2, max_cache_size=2)
-    shadow = ShadowManager(config)
-    gen = torch.Generator().manual_seed(0)
-    correction = Correction(torch.randn(L, 2, H, CL - 3, D, generator=gen))
-    envs = [0, 1, 2, 1]
-    for step in range(6):
-        lengths = torch.tensor([CL, CL - 1, 3, step % CL])
-        batch = Batch(torch.randn(L, 2, 4, H, CL, D, generator=gen), lengths)
-        keys = torch.tensor([step, step + 1, step, step + 2])  # duplicates within a batch
-        shadow.store_root_batch(envs, keys, batch, correction)
-        shadow.store_recurrent_batch(envs, keys + 100, batch, correction)
-        found = shadow.lookup_many(envs, keys)
-        shadow.gather(found)
-        shadow.gather(found, CL + 2)
-        shadow.read(shadow.lookup_many(envs, keys + 100))
-        shadow.lookup_many([0, 1], torch.tensor([step, 1000]), tiers="recurrent")
-    assert shadow.entry_at(Tier.ROOT, 1, 0).rows == 1
-    assert shadow.entry_at(Tier.RECURRENT, 0, 3).rows == 1
-    assert shadow.root_sizes() == [2, 2, 2] and shadow.recurrent_size() == 6
-    with pytest.raises(EnvIdError):  # mirrored errors pass through unchanged
-        shadow.clear_env(3)
-    shadow.begin_search(4)
-    shadow.end_search()
-    shadow.clear_env(1)
-    shadow.check()
-    stats = shadow.stats()
-    assert stats.queries == 6 * (4 + 4 + 2) and stats.hits + stats.misses == stats.queries
-    assert shadow.compared >= 6 * 7  # 2 stores, 3 lookups, 2 gathers per step
-    with pytest.raises(BatchError, match="smaller than the longest"):  # both refuse it
-        shadow.gather(shadow.lookup_many([0], torch.tensor([5])), 2)
+# --------------------------------------------------------------------------- (f) snapshots
 
 
-def test_shadow_manager_wraps_only_fresh_managers() -> None:
-    config = CacheConfig.legacy(1, L, H, D, CL, num_simulations=2, max_cache_size=2)
-    used = CacheManager(config)
-    kv = torch.zeros(L, 2, 1, H, CL, D)
-    used.store_root_many([0], torch.tensor([1]), Entries(kv, torch.tensor([0])))
+def held_snapshot_survives_overwrite(manager: KVCacheManager) -> None:
+    """A lookup result held (not cloned) while its slot is overwritten keeps the old entry."""
+    old = make_kv(3, 1)
+    manager.set_recur_cache(1, old)
+    held = manager.get_recur_cache(1)
+    materialized = manager.get_recur_cache(1)
+    assert held is not None and materialized is not None
+    materialized.materialize()
+    manager.clear_recur_cache()  # the ring restarts at slot 0: the next store reuses it
+    manager.set_recur_cache(2, make_kv(5, 2))
+    assert manager.get_recur_cache(1) is None
+    assert held.size == 3
+    assert_object(held.clone(), expected_tensors(old))
+    assert_object(held, expected_tensors(old))
+    assert_object(materialized, expected_tensors(old))
+    assert_object(manager.get_recur_cache(2), expected_tensors(make_kv(5, 2)))
+
+
+def test_snapshots_are_copy_on_write() -> None:
+    held_snapshot_survives_overwrite(KVCacheManager(lz_config(), 2))
+    manager = KVCacheManager(lz_config(), 2)  # a stored key overwritten in place
+    manager.set_init_cache(1, 5, make_kv(2, 7))
+    held = manager.get_init_cache(1, 5)
+    manager.set_init_cache(1, 5, make_kv(6, 8))
+    assert held is not None
+    assert_object(held.clone(), expected_tensors(make_kv(2, 7)))
+    assert_object(manager.get_init_cache(1, 5), expected_tensors(make_kv(6, 8)))
+
+
+def test_copy_on_write_check_bites(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted bug: the store believes no snapshot holds the row (no copy before a write)."""
+    import zerokv.lightzero.store as store_module
+
+    monkeypatch.setattr(store_module, "_getrefcount", lambda obj: 0)
+    with pytest.raises(AssertionError):
+        held_snapshot_survives_overwrite(KVCacheManager(lz_config(), 2))
+
+
+def test_unheld_rows_are_overwritten_without_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LightZero's pattern (clone every hit, drop the handle) costs no copy-on-write copy."""
+    manager = KVCacheManager(lz_config(), 2)
+    manager.set_recur_cache(1, make_kv(3, 1))
+    got = manager.get_recur_cache(1)
+    assert got is not None
+    cloned = got.clone()
+    del got
+    store = manager._store
+    assert store is not None
+    reads: list[int] = []
+    monkeypatch.setattr(store, "rows", _CountingRows(store.rows, reads))
+    manager.clear_recur_cache()
+    manager.set_recur_cache(2, make_kv(5, 2))
+    assert len(reads) == 1  # the write only: no copy for a snapshot
+    held = manager.get_recur_cache(2)
+    manager.clear_recur_cache()
+    manager.set_recur_cache(3, make_kv(1, 3))
+    assert len(reads) == 3  # a held snapshot: its row is copied first
+    assert held is not None and held.size == 5
+    assert_object(cloned, expected_tensors(make_kv(3, 1)))
+
+
+class _CountingRows(list[torch.Tensor]):
+    """The store's row views; records every row read (a write reads its row once, plus
+    once more when it first copies the row for a snapshot still held)."""
+
+    def __init__(self, rows: list[torch.Tensor], reads: list[int]) -> None:
+        super().__init__(rows)
+        self.reads = reads
+
+    def __getitem__(self, index: Any) -> Any:
+        self.reads.append(index)
+        return super().__getitem__(index)
+
+
+def test_snapshot_reads_like_keys_values_and_never_aliases() -> None:
+    manager = KVCacheManager(lz_config(), 1)
+    given = make_kv(4, 3)
+    manager.set_init_cache(0, 9, given)
+    got = manager.get_init_cache(0, 9)
+    assert got is not None and len(got) == L and got.size == 4
+    assert got[0] is got._keys_values[0]  # reads go to the snapshot's own object
+    got[0]._k_cache._size = 1  # mutate the snapshot's own object
+    assert got.size == 1 and got.clone().size == 1
+    import copy as copy_module
+    import pickle
+
+    again = manager.get_init_cache(0, 9)
+    assert again is not None and again.size == 4
+    assert_object(copy_module.deepcopy(again), expected_tensors(given))
+    assert "KVSnapshot(size=4" in repr(again)
+    plain = KVCacheManager(lz_config(), 1)
+    layout = LayoutKeysValues.empty(L, H, CL, D)
+    layout._keys_values[1]._v_cache._cache.fill_(2.0)
+    plain.set_recur_cache(1, layout)
+    pickled = pickle.loads(pickle.dumps(plain.get_recur_cache(1)))
+    assert isinstance(pickled, LayoutKeysValues)
+    assert_object(pickled, expected_tensors(layout))
+
+
+class _Index:
+    """An integer-like (``__index__``), like numpy's integers."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def test_integer_likes_as_env_ids_and_keys() -> None:
+    manager = KVCacheManager(lz_config(), 2)
+    manager.set_init_cache(_Index(1), _Index(2**64 - 1), make_kv(2, 0))  # type: ignore[arg-type]
+    assert manager.get_init_cache(1, -1) is not None
+    assert manager.hierarchical_get(_Index(1), 2**64 - 1) is not None  # type: ignore[arg-type]
+    assert unsigned_key(-1) == 2**64 - 1 and unsigned_key(_Index(5)) == 5
+    with pytest.raises(KeyRangeError):
+        unsigned_key(1.0)
+
+
+# --------------------------------------------------------------------------- (g) pools
+
+
+def test_pools_as_lightzero_uses_them() -> None:
+    manager = KVCacheManager(lz_config(num_simulations=2, max_cache_size=3), 2)
+    assert [p.name for p in manager.init_pools] == ["init_env0", "init_env1"]
+    assert (manager.recur_pool.name, manager.wm_pool.name) == ("recurrent", "world_model")
+    assert [p.pool_size for p in (*manager.init_pools, manager.recur_pool, manager.wm_pool)] == [
+        3,
+        3,
+        4,
+        2,
+    ]
+    manager.set_init_cache(0, 2**64 - 1, make_kv(2, 0))
+    manager.set_init_cache(1, 7, make_kv(2, 1))
+    manager.set_recur_cache(-2, make_kv(2, 2))
+    view = manager.init_pools[0]._key_to_index
+    assert dict(view) == {2**64 - 1: 0}  # LightZero's unsigned form
+    assert manager.init_pools[0].key_to_slot is view
+    contexts = {2**64 - 1: "kept", 5: "stale"}
+    assert contexts.keys() - view.keys() == {5}  # what LightZero's rebuild mode computes
+    with pytest.raises(TypeError):
+        view[3] = 1  # type: ignore[index]
+    assert dict(manager.recur_pool._key_to_index) == {2**64 - 2: 0}
+    assert manager.recur_pool.slot_keys() == [2**64 - 2, None, None, None]
+    assert len(manager.init_pools[0]) == 1 and len(manager.recur_pool) == 1
+    assert manager.init_pools[1].get(7) is not None and manager.init_pools[0].get(7) is None
+    manager.init_pools[0].clear()  # what LightZero's policy does at an episode end
+    assert len(manager.init_pools[0]) == 0 and dict(view) == {}  # the view is live
+    assert len(manager.init_pools[1]) == 1
+    stats = manager.init_pools[1].stats
+    assert stats is not None
+    assert repr(stats) == "CacheStats(hits=1, misses=0, evictions=0, hit_rate=100.00%)"
+    assert (stats.total_queries, stats.miss_rate) == (1, 0.0)
+    assert manager.wm_pool.set(3, make_kv(1, 3)) == 0
+    assert manager.set_wm_cache(4, make_kv(1, 4)) == 1
+    assert manager.get_wm_cache(3) is not None and manager.wm_pool.get(5) is None
+    assert manager.set_wm_cache(6, make_kv(1, 6)) == 0  # a ring of env_num slots
+    assert manager.get_wm_cache(3) is None
+    summary = manager.get_stats_summary()
+    assert summary["wm"]["evictions"] == 1 and summary["wm"]["queries"] == 3
+    assert summary["queries"] == 2  # the world-model pool is outside the overall counters
+    manager.recur_pool.set(9, make_kv(1, 9))
+    assert manager.recur_pool.get(9) is not None
+    manager.recur_pool.clear()
+    assert manager.recur_clear_count == 0  # only clear_recur_cache counts, as in LightZero
+    manager.clear_recur_cache()
+    assert manager.recur_clear_count == 1 == manager._clear_recur_counter
+    manager.keys_values_wm_list.append(object())
+    manager.keys_values_wm_size_list.append(3)
+    manager.clear_all()
+    assert manager.keys_values_wm_list == [] and manager.keys_values_wm_size_list == []
+    assert manager.clear_all_count == 1 and len(manager.wm_pool) == 0
+    assert repr(manager.init_pools[0]).startswith("KVCachePool(name='init_env0', size=0/3")
+    assert repr(manager).startswith("KVCacheManager(env_num=2, init_caches=[0, 0]")
+
+
+def test_clears_are_logged_like_lightzero(caplog: pytest.LogCaptureFixture) -> None:
+    manager = KVCacheManager(lz_config(), 1, True, 3, 2)
+    with caplog.at_level(logging.INFO, logger="zerokv.lightzero"):
+        for _ in range(6):
+            manager.clear_recur_cache()
+        for _ in range(4):
+            manager.clear_all()
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert sum("recurrent" in m for m in infos) == 2  # calls 3 and 6
+    assert sum("every KV cache pool" in m for m in infos) == 2  # calls 2 and 4
     with pytest.raises(ConfigError):
-        ShadowManager(used)
-    used.clear_all()  # empty again: adopted, statistics included
-    shadow = ShadowManager(used)
-    assert shadow.root_stats(0).inserts == 1
-    with pytest.raises(ConfigError):
-        ShadowManager(config.spec_config())  # type: ignore[arg-type]
+        KVCacheManager(lz_config(), 1, True, -1)
+
+
+# --------------------------------------------------------------------------- (h) shadow mode
+
+
+def _shadowed() -> KVCacheManager:
+    manager = KVCacheManager(lz_config(), 2, shadow=True)
+    manager.set_init_cache(0, 1, make_kv(3, 1))
+    manager.set_recur_cache(2, make_kv(4, 2))
+    assert manager.hierarchical_get(0, 1) is not None
+    assert manager.hierarchical_get(1, 2) is not None
+    return manager
+
+
+def test_shadow_catches_a_corrupted_row_of_the_drop_in() -> None:
+    manager = _shadowed()
+    store = manager._store
+    assert store is not None
+    store.rows[manager._roots[0].base][0, 0, 1, 0] += 1.0  # a valid token of env 0's root
+    with pytest.raises(ShadowDivergence, match="stored K/V"):
+        manager.get_init_cache(0, 1)
+
+
+def test_shadow_catches_a_key_the_drop_in_forgot() -> None:
+    manager = _shadowed()
+    manager._recur.index.pop(2)
+    with pytest.raises(ShadowDivergence, match=r"\(tier, slot\)") as info:
+        manager.hierarchical_get(1, 2)
+    assert info.value.implementation == (int(Tier.MISS), -1)
+    assert info.value.spec == (int(Tier.RECURRENT), 0)
+
+
+def test_shadow_catches_a_wrong_slot_of_the_drop_in() -> None:
+    manager = _shadowed()
+    manager._roots[1].next = 2  # the drop-in's ring pointer moves behind its back
+    with pytest.raises(ShadowDivergence, match="slot, evicted key") as info:
+        manager.set_init_cache(1, 5, make_kv(2, 5))
+    assert info.value.implementation == (2, None) and info.value.spec == (0, None)
+
+
+def test_shadow_catches_wrong_counters_of_the_drop_in() -> None:
+    manager = _shadowed()
+    manager._hier_root_hits += 1
+    with pytest.raises(ShadowDivergence, match="queries, root_hits"):
+        manager.get_recur_cache(2)
+
+
+def test_shadow_without_planted_bugs_after_resets_and_early_misses() -> None:
+    manager = KVCacheManager(lz_config(with_shape=False), 2, shadow=True)
+    assert manager.hierarchical_get(0, 1) is None  # before the storage exists
+    manager.set_init_cache(0, 1, make_kv(3, 1))
+    assert manager.hierarchical_get(0, 1) is not None
+    manager.reset_stats()
+    manager.set_recur_cache(2, make_kv(4, 2))
+    assert manager.get_recur_cache(2) is not None and manager.get_init_cache(1, 1) is None
+    manager.clear_init_caches()
+    manager.clear_all()
+    assert manager.hierarchical_get(0, 1) is None
+
+
+# --------------------------------------------------------------------------- (i) install
+
+
+def _fake_lightzero_module() -> types.ModuleType:
+    module = types.ModuleType("fake_lzero_kv_cache_manager")
+
+    class LightZeroManager:
+        pass
+
+    module.KVCacheManager = LightZeroManager  # type: ignore[attr-defined]
+    return module
+
+
+def test_install_is_one_line_and_reversible() -> None:
+    from zerokv.lightzero import install, installed, is_installed, uninstall
+
+    module = _fake_lightzero_module()
+    theirs = module.KVCacheManager
+    assert not is_installed(module)
+    assert install(module) is theirs
+    assert module.KVCacheManager is KVCacheManager and is_installed(module)
+    assert install(module) is theirs  # twice: still remembers LightZero's class
+    assert uninstall(module) is True
+    assert module.KVCacheManager is theirs and not is_installed(module)
+    assert uninstall(module) is False
+    with installed(module) as original:
+        assert original is theirs and module.KVCacheManager is KVCacheManager
+    assert module.KVCacheManager is theirs
+    install(module)
+    with installed(module):  # already installed: left installed afterwards
+        pass
+    assert is_installed(module)
+    uninstall(module)
+    empty = types.ModuleType("no_manager")
+    with pytest.raises(ImportError, match="no KVCacheManager"):
+        install(empty)
+
+
+def test_install_with_options() -> None:
+    from zerokv.lightzero import install, installed, is_installed, uninstall
+
+    module = _fake_lightzero_module()
+    theirs = module.KVCacheManager
+    assert install(module, shadow=True, hit_rate_window=32) is theirs
+    configured = module.KVCacheManager
+    assert is_installed(module) and issubclass(configured, KVCacheManager)
+    built = configured(config=lz_config(), env_num=2, enable_stats=True)
+    assert built.shadow is True and built.hit_rate_monitor.window == 32
+    assert configured(lz_config(), 2, shadow=False).shadow is False  # explicit wins
+    assert install(module) is theirs  # reinstalling replaces the options only
+    assert module.KVCacheManager is KVCacheManager
+    with installed(module, shadow=True):
+        assert module.KVCacheManager is not KVCacheManager
+    assert module.KVCacheManager is KVCacheManager  # as before the block
+    assert uninstall(module) and module.KVCacheManager is theirs
+    expected = r"\['device', 'dtype', 'hit_rate_window', 'shadow'\], got \['num_simulations'\]"
+    with pytest.raises(ConfigError, match=expected):
+        install(module, num_simulations=3)
+    assert module.KVCacheManager is theirs
+
+
+def test_install_without_lightzero_main_names_the_version() -> None:
+    import importlib.util
+
+    from zerokv.lightzero import LIGHTZERO_MODULE, install
+
+    try:
+        present = importlib.util.find_spec(LIGHTZERO_MODULE) is not None
+    except ImportError:  # "lzero" itself is missing
+        present = False
+    if present:
+        pytest.skip("LightZero main is installed here")
+    with pytest.raises(ImportError, match="9f717c80"):
+        install()
+
+
+def test_stores_under_inference_mode_and_with_grad() -> None:
+    """Storage allocated inside torch.inference_mode() stays usable outside it; tensors
+    that require grad are stored detached."""
+    manager = KVCacheManager(lz_config(with_shape=False), 1)
+    with torch.inference_mode():
+        manager.set_recur_cache(1, make_kv(3, 1))
+        inside = manager.get_recur_cache(1)
+        assert inside is not None
+        assert_object(inside.clone(), expected_tensors(make_kv(3, 1)))
+    given = make_kv(2, 2)
+    for cache in caches_of(given):
+        cache._cache.requires_grad_(True)
+    manager.set_recur_cache(2, given)
+    got = manager.get_recur_cache(2)
+    assert got is not None
+    copy = got.clone()
+    assert not any(c._cache.requires_grad for c in caches_of(copy))
+    assert_object(copy, (list(t.detach() for t in expected_tensors(given)[0]), 2))

@@ -205,6 +205,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
+    p.add_argument(
+        "--adapter",
+        action="store_true",
+        help="instead: time zerokv.lightzero.KVCacheManager per call against a re-creation "
+        "of LightZero's KVCacheManager (zerokv.bench.adapter; --steps, --repeats, --json)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return p
 
@@ -357,6 +363,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.adapter:
+        from zerokv.bench.adapter import main as adapter_main
+
+        return adapter_main(
+            steps=args.steps,
+            repeats=args.repeats,
+            seed=args.seed,
+            device=device,
+            dtype=dtype,
+            json_path=args.json,
+            emit=_emit,
+        )
     if args.full:
         steps, repeats = args.steps, args.repeats or 1
     elif args.quick:

@@ -1,0 +1,66 @@
+"""``zerokv.lightzero``: zerokv inside LightZero's UniZero.
+
+The package's modules, each owning one thing:
+
+* ``manager`` - ``KVCacheManager``, the drop-in for LightZero main's ``KVCacheManager``
+  (its whole surface: constructor, keywords, pools, staging lists, counters, summary),
+  and ``KVCachePool`` / ``CacheStats``, its pools as LightZero's code sees them;
+* ``store`` - the single-entry storage behind it: FIFO ``Ring`` s over one preallocated
+  ``RowStore``, and ``KVSnapshot``, the copy-on-write handle a lookup returns;
+* ``layout`` - LightZero's ``KeysValues`` layout: ``LayoutKeysValues`` and friends, keys
+  (``lightzero_key``, ``unsigned_key``), validation and object building;
+* ``install`` - ``install()`` / ``uninstall()`` / ``installed()``: make LightZero's world
+  model build zerokv's manager (``use_new_cache_manager=True``), reversibly.
+
+The hit-rate warning the manager logs comes from ``zerokv.diagnostics``. A batched
+integration (``attach(world_model)``: the world model's batch assembly on
+``zerokv.CacheManager``) is planned as its own module here.
+"""
+
+from zerokv.lightzero.install import (
+    LIGHTZERO_MODULE,
+    install,
+    installed,
+    is_installed,
+    uninstall,
+)
+from zerokv.lightzero.layout import (
+    DEFAULT_MAX_CACHE_SIZE,
+    LayoutCache,
+    LayoutKeysValues,
+    LayoutKVCache,
+    check_object,
+    lightzero_key,
+    unsigned_key,
+)
+from zerokv.lightzero.manager import (
+    DEFAULT_CLEAR_ALL_LOG_FREQ,
+    DEFAULT_CLEAR_RECUR_LOG_FREQ,
+    DEFAULT_NUM_SIMULATIONS,
+    CacheStats,
+    KVCacheManager,
+    KVCachePool,
+)
+from zerokv.lightzero.store import KVSnapshot
+
+__all__ = [
+    "DEFAULT_CLEAR_ALL_LOG_FREQ",
+    "DEFAULT_CLEAR_RECUR_LOG_FREQ",
+    "DEFAULT_MAX_CACHE_SIZE",
+    "DEFAULT_NUM_SIMULATIONS",
+    "LIGHTZERO_MODULE",
+    "CacheStats",
+    "KVCacheManager",
+    "KVCachePool",
+    "KVSnapshot",
+    "LayoutCache",
+    "LayoutKVCache",
+    "LayoutKeysValues",
+    "check_object",
+    "install",
+    "installed",
+    "is_installed",
+    "lightzero_key",
+    "uninstall",
+    "unsigned_key",
+]
