@@ -1,0 +1,637 @@
+"""LightZero's real UniZero model, driven MCTS-style: builders, the seeded call sequence,
+the comparison of outputs, and the benchmark of ``python -m zerokv.bench --model unizero``.
+
+Everything LightZero is imported lazily (``import_lightzero``); without it this module
+imports, and its entry points raise ``LightZeroMissing`` with the install command.
+
+* ``Shape`` / ``SHAPES`` - model shapes: ``cartpole`` (vector observations, E = 64, 2 heads,
+  8 environments, 25 simulations) and ``atari`` (64x64 images, E = 768, 8 heads, 8
+  environments, 50 simulations), UniZero's zoo configs; ``tiny-vector`` / ``tiny-image``
+  for the tests.
+* ``build_model(shape, version, cache_mode, rotary, seed)`` - a ``UniZeroModel`` in eval
+  mode, its prediction heads' last layers re-randomised (seeded): LightZero zero-initialises
+  them, and an untrained model with zero heads predicts one latent for every child, so
+  every recurrent store of a search would share one key.
+* ``Schedule`` and ``drive(model, ...)`` - the seeded call sequence: per environment step an
+  ``initial_inference`` on the ready environments (subsets included), then a search of
+  ``recurrent_inference`` calls whose parents a seeded generator picks among each tree's
+  nodes (roots and earlier children), episode ends (all environments, or one on main),
+  ``clear_caches()`` as the policy's interval rule calls it. The picks do not depend on
+  the outputs, so two runs make the same calls (LightZero's C++ tree breaks ties with a
+  time-seeded ``rand``). Returns a ``Trace`` of every output.
+* ``compare(a, b)`` - bitwise (or within ``atol``) equality of two traces.
+* ``run_benchmark`` - LightZero's caching and ``attach`` interleaved in one run.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "SHAPES",
+    "BenchResult",
+    "LightZeroMissing",
+    "Schedule",
+    "Shape",
+    "Trace",
+    "build_model",
+    "compare",
+    "drive",
+    "import_lightzero",
+    "lightzero_version",
+    "run_benchmark",
+]
+
+log = logging.getLogger("zerokv.bench")
+
+#: What to install for the real model (docs/quickstart.md, noxfile.py's integration session).
+INSTALL_HINT = (
+    "pip install --no-deps lightzero==0.2.0 einops easydict DI-engine==0.5.3 "
+    "(and the packages listed in noxfile.py's LIGHTZERO_PACKAGES)"
+)
+
+LightZeroObject = Any
+
+
+class LightZeroMissing(ImportError):
+    """LightZero (``lzero``) or a package its model code imports is not installed."""
+
+
+def import_lightzero() -> tuple[Any, Any]:
+    """``(lzero.model.unizero_model, easydict.EasyDict)``; ``LightZeroMissing`` otherwise."""
+    try:
+        model_module = importlib.import_module("lzero.model.unizero_model")
+        easydict = importlib.import_module("easydict")
+    except ImportError as err:
+        raise LightZeroMissing(
+            f"LightZero's UniZero model cannot be imported ({err}); install it with: "
+            + INSTALL_HINT
+        ) from err
+    return model_module, easydict.EasyDict
+
+
+def lightzero_version() -> str:
+    """``"main"`` when LightZero has its ``KVCacheManager`` module, else ``"0.2.0"``."""
+    import_lightzero()
+    try:
+        importlib.import_module("lzero.model.unizero_world_models.kv_cache_manager")
+    except ImportError:
+        return "0.2.0"
+    return "main"
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A UniZero model shape and its search size."""
+
+    name: str
+    obs: str  # "vector" or "image"
+    embed_dim: int
+    num_heads: int
+    num_layers: int
+    env_num: int
+    num_simulations: int
+    actions: int
+    context_length: int = 8
+
+    @property
+    def observation_shape(self) -> tuple[int, ...] | int:
+        return 4 if self.obs == "vector" else (3, 64, 64)
+
+
+SHAPES = {
+    "cartpole": Shape("cartpole", "vector", 64, 2, 2, 8, 25, 2),
+    "atari": Shape("atari", "image", 768, 8, 2, 8, 50, 6),
+    "tiny-vector": Shape("tiny-vector", "vector", 64, 2, 2, 4, 10, 3),
+    "tiny-image": Shape("tiny-image", "image", 64, 2, 2, 4, 10, 3),
+}
+
+
+def world_model_config(shape: Shape, version: str, cache_mode: str, rotary: bool) -> Any:
+    """The world-model config: LightZero's keys for ``version``, at ``shape``."""
+    _, easydict = import_lightzero()
+    cfg: dict[str, object] = {
+        "continuous_action_space": False,
+        "tokens_per_block": 2,
+        "max_blocks": 10,
+        "max_tokens": 20,
+        "context_length": shape.context_length,
+        "gru_gating": False,
+        "device": "cpu",
+        "analysis_sim_norm": False,
+        "analysis_dormant_ratio": False,
+        "action_space_size": shape.actions,
+        "group_size": 8,
+        "attention": "causal",
+        "num_layers": shape.num_layers,
+        "num_heads": shape.num_heads,
+        "embed_dim": shape.embed_dim,
+        "embed_pdrop": 0.1,
+        "resid_pdrop": 0.1,
+        "attn_pdrop": 0.1,
+        "support_size": 101,
+        "max_cache_size": 5000,
+        "env_num": shape.env_num,
+        "num_simulations": shape.num_simulations,
+        "latent_recon_loss_weight": 0.0,
+        "perceptual_loss_weight": 0.0,
+        "policy_entropy_weight": 0,
+        "predict_latent_loss_type": "group_kl",
+        "obs_type": shape.obs,
+        "gamma": 1,
+        "dormant_threshold": 0.025,
+        "rotary_emb": rotary,
+        "rope_theta": 10000,
+        "max_seq_len": 8192,
+    }
+    if version == "main":
+        cfg.update(
+            {
+                "encoder_type": "resnet",
+                "analysis_dormant_ratio_weight_rank": False,
+                "use_new_cache_manager": cache_mode == "manager",
+                "exact_kv_window_reset": False,
+                "rebuild_kv_window_from_tokens": False,
+                "open_loop_consistency_loss_weight": 0.0,
+                "open_loop_recurrent_loss_weight": 0.0,
+                "open_loop_prefix_transitions": 0,
+                "final_norm_option_in_head": "LayerNorm",
+                "final_norm_option_in_encoder": "LayerNorm",
+                "predict_latent_loss_type": "mse",
+                "lora_r": 0,
+                "lora_alpha": 1,
+                "lora_dropout": 0.0,
+                "decode_loss_mode": None,
+                "task_embed_option": None,
+                "use_task_embed": False,
+                "use_normal_head": True,
+                "use_softmoe_head": False,
+                "use_moe_head": False,
+                "last_linear_layer_init_zero": False,
+                "zero_init_head_names": None,
+                "num_experts_in_moe_head": 4,
+                "moe_in_transformer": False,
+                "multiplication_moe_in_transformer": False,
+                "n_shared_experts": 1,
+                "num_experts_per_tok": 1,
+                "num_experts_of_moe_in_transformer": 8,
+                "use_priority": False,
+            }
+        )
+    return easydict(cfg)
+
+
+def build_model(
+    shape: Shape,
+    version: str | None = None,
+    cache_mode: str = "legacy",
+    rotary: bool = False,
+    seed: int = 0,
+) -> LightZeroObject:
+    """A ``UniZeroModel`` at ``shape`` in eval mode (module docstring)."""
+    model_module, _ = import_lightzero()
+    version = version or lightzero_version()
+    torch.manual_seed(seed)
+    with _quiet():
+        model = model_module.UniZeroModel(
+            observation_shape=shape.observation_shape,
+            action_space_size=shape.actions,
+            num_res_blocks=1,
+            num_channels=64 if shape.obs == "image" else 16,
+            norm_type="BN",
+            world_model_cfg=world_model_config(shape, version, cache_mode, rotary),
+        )
+    model.eval()
+    wm = model.world_model
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for head in (wm.head_observations, wm.head_rewards, wm.head_value, wm.head_policy):
+            for layer in reversed(list(head.head_module)):
+                if isinstance(layer, torch.nn.Linear):
+                    layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.1)
+                    layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.1)
+                    break
+    if not rotary:
+        with _quiet():
+            wm.precompute_pos_emb_diff_kv()  # as the policy's recompute_pos_emb_diff_and_clear_cache
+    return model
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """LightZero prints and logs at INFO/DEBUG while building and clearing."""
+    import contextlib
+    import io
+
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+# --------------------------------------------------------------------------- driving
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which environments are ready, which episodes end and when caches are cleared.
+
+    ``ready[step]`` - the ready environments of a step (default all); ``restart_all`` -
+    steps after which every episode ends (the next step is a first step for all);
+    ``restart_env`` - step -> environment whose episode ends after it (LightZero main's
+    per-environment root clear and a mixed root batch); ``clear`` - steps after which
+    ``clear_caches()`` runs (the policy's interval rule).
+    """
+
+    steps: int
+    simulations: int
+    ready: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    restart_all: frozenset[int] = frozenset()
+    restart_env: dict[int, int] = field(default_factory=dict)
+    clear: frozenset[int] = frozenset()
+
+
+@dataclass
+class Trace:
+    """Every output of a run, in call order."""
+
+    outputs: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+
+    def add(self, label: str, out: Any) -> None:
+        for name in ("latent_state", "reward", "policy_logits", "value"):
+            value = getattr(out, name)
+            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            self.outputs.append((f"{label}.{name}", tensor.detach().clone()))
+
+
+def end_episode(model: LightZeroObject, env: int) -> None:
+    """What LightZero main's policy does for an environment whose episode ended: clear its
+    root pool (the manager's ``init_pools[e]`` or the legacy dict)."""
+    wm = model.world_model
+    manager = getattr(wm, "kv_cache_manager", None)
+    if getattr(wm, "use_new_cache_manager", False) and manager is not None:
+        manager.init_pools[env].clear()
+    else:
+        wm.past_kv_cache_init_infer_envs[env].clear()
+    contexts = getattr(wm, "past_token_context_init_infer_envs", None)
+    if contexts is not None:
+        contexts[env].clear()
+
+
+def drive(
+    model: LightZeroObject,
+    shape: Shape,
+    schedule: Schedule,
+    seed: int = 1,
+    *,
+    ready_env_ids: bool | None = None,
+    on_initial: Callable[[float], None] | None = None,
+    on_recurrent: Callable[[float], None] | None = None,
+) -> Trace:
+    """The seeded call sequence (module docstring); ``on_*`` receive each call's seconds.
+
+    ``ready_env_ids`` passes ``ready_env_id=`` to ``initial_inference`` (LightZero main);
+    default: when the model's ``initial_inference`` takes it.
+    """
+    import inspect
+
+    import numpy as np
+
+    if ready_env_ids is None:
+        ready_env_ids = "ready_env_id" in inspect.signature(model.initial_inference).parameters
+    gen = torch.Generator().manual_seed(seed)
+    trace = Trace()
+    envs = shape.env_num
+    obs_shape = shape.observation_shape
+    dims = (obs_shape,) if isinstance(obs_shape, int) else obs_shape
+    last_obs = torch.zeros(envs, *dims)
+    last_action = [-1] * envs
+    steps = np.zeros(envs, dtype=np.int64)
+    clock = time.perf_counter
+    with torch.no_grad():
+        for step in range(schedule.steps):
+            ready = list(schedule.ready.get(step, range(envs)))
+            obs = torch.randn(len(ready), *dims, generator=gen)
+            kwargs = {"ready_env_id": ready} if ready_env_ids else {}
+            start = clock()
+            out = model.initial_inference(
+                last_obs[ready], [last_action[e] for e in ready], obs, steps[ready], **kwargs
+            )
+            if on_initial is not None:
+                on_initial(clock() - start)
+            trace.add(f"step{step}.initial", out)
+            roots = out.latent_state.detach().cpu().numpy()
+            nodes: list[list[tuple[Any, int]]] = [[(roots[i], 0)] for i in range(len(ready))]
+            history = []
+            for sim in range(schedule.simulations):
+                picks = [int(torch.randint(len(tree), (1,), generator=gen)) for tree in nodes]
+                parents = np.stack([tree[p][0] for tree, p in zip(nodes, picks)])
+                depth = [tree[p][1] + 1 for tree, p in zip(nodes, picks)]
+                actions = torch.randint(shape.actions, (len(ready),), generator=gen)
+                history.append((parents, actions))
+                start = clock()
+                rec = model.recurrent_inference(history, sim, depth, steps[ready])
+                if on_recurrent is not None:
+                    on_recurrent(clock() - start)
+                trace.add(f"step{step}.sim{sim}", rec)
+                children = rec.latent_state.detach().cpu().numpy()
+                for i, tree in enumerate(nodes):
+                    tree.append((children[i], depth[i]))
+            chosen = torch.randint(shape.actions, (len(ready),), generator=gen).tolist()
+            for i, env in enumerate(ready):
+                last_obs[env] = obs[i]
+                last_action[env] = chosen[i]
+                steps[env] += 1
+            if step in schedule.restart_all:
+                last_obs.zero_()
+                last_action = [-1] * envs
+                steps[:] = 0
+            if step in schedule.restart_env:
+                env = schedule.restart_env[step]
+                end_episode(model, env)
+                last_obs[env] = 0.0
+                last_action[env] = -1
+                steps[env] = 0
+            if step in schedule.clear:
+                with _quiet():
+                    model.world_model.clear_caches()
+    return trace
+
+
+def compare(a: Trace, b: Trace, names: tuple[str, str] = ("a", "b"), atol: float = 0.0) -> None:
+    """Raise ``AssertionError`` naming the first output that differs (bit for bit when
+    ``atol`` is 0: same dtype, shape and bits)."""
+    assert len(a.outputs) == len(b.outputs), (len(a.outputs), len(b.outputs))
+    for (label, x), (other, y) in zip(a.outputs, b.outputs):
+        assert label == other, (label, other)
+        assert x.shape == y.shape and x.dtype == y.dtype, f"{label}: {x.shape} vs {y.shape}"
+        if atol == 0.0:
+            same = torch.equal(x, y) and (
+                not x.is_floating_point() or torch.equal(_bits(x), _bits(y))
+            )
+        else:
+            same = torch.allclose(x, y, rtol=0.0, atol=atol)
+        if not same:
+            diff = (x.double() - y.double()).abs().max().item()
+            raise AssertionError(
+                f"{label} differs between {names[0]} and {names[1]} (max abs diff {diff:.3g})"
+            )
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+    return x.contiguous().view(ints)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+#: LightZero's cache glue in recurrent inference.
+GLUE = ("retrieve_or_generate_kvcache", "trim_and_pad_kv_cache", "update_cache_context")
+
+
+@dataclass
+class BenchResult:
+    """Medians of one shape (milliseconds per call) and sync counts per call."""
+
+    shape: str
+    runs: int
+    lightzero: dict[str, float]
+    zerokv: dict[str, float]
+    lightzero_syncs: float
+    zerokv_syncs: float
+    zerokv_sync_ops: dict[str, int]
+
+    def ratios(self) -> dict[str, float]:
+        return {
+            k: self.lightzero[k] / self.zerokv[k]
+            for k in self.lightzero
+            if self.zerokv.get(k, 0.0) > 0.0
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shape": self.shape,
+            "runs": self.runs,
+            "lightzero_ms": self.lightzero,
+            "zerokv_ms": self.zerokv,
+            "ratios": self.ratios(),
+            "lightzero_syncs_per_recurrent_call": self.lightzero_syncs,
+            "zerokv_syncs_per_recurrent_call": self.zerokv_syncs,
+            "zerokv_sync_ops": self.zerokv_sync_ops,
+        }
+
+
+def bench_schedule(shape: Shape, steps: int) -> Schedule:
+    return Schedule(steps=steps, simulations=shape.num_simulations)
+
+
+def _timed_run(model: LightZeroObject, shape: Shape, schedule: Schedule, attached: bool) -> dict[str, float]:
+    """One run; per call medians: initial, recurrent, cache code per recurrent call."""
+    from zerokv.lightzero.attach import attach
+
+    initial: list[float] = []
+    recurrent: list[float] = []
+    wm = model.world_model
+    if attached:
+        attachment = attach(model)
+        try:
+            drive(model, shape, schedule, on_initial=initial.append, on_recurrent=recurrent.append)
+            cache = attachment.counts.recurrent_cache_seconds
+            calls = attachment.counts.recurrent_calls
+        finally:
+            attachment.detach()
+    else:
+        spent = [0.0]
+        inside = [False]
+        originals = {name: getattr(type(wm), name) for name in GLUE}
+
+        def timed(name: str) -> Callable[..., Any]:
+            fn = originals[name]
+
+            def run(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return fn(wm, *args, **kwargs)
+                finally:
+                    if inside[0]:  # only the recurrent calls' cache code counts
+                        spent[0] += time.perf_counter() - start
+
+            return run
+
+        recurrent_call = type(wm).forward_recurrent_inference
+
+        def flagged(*args: Any, **kwargs: Any) -> Any:
+            inside[0] = True
+            try:
+                return recurrent_call(wm, *args, **kwargs)
+            finally:
+                inside[0] = False
+
+        for name in GLUE:
+            wm.__dict__[name] = timed(name)
+        wm.__dict__["forward_recurrent_inference"] = flagged
+        try:
+            drive(model, shape, schedule, on_initial=initial.append, on_recurrent=recurrent.append)
+        finally:
+            for name in (*GLUE, "forward_recurrent_inference"):
+                del wm.__dict__[name]
+        cache = spent[0]
+        calls = len(recurrent)
+    return {
+        "initial_inference": 1e3 * statistics.median(initial),
+        "recurrent_inference": 1e3 * statistics.median(recurrent),
+        "cache_code_per_recurrent": 1e3 * cache / max(calls, 1),
+    }
+
+
+def run_benchmark(
+    shape_name: str,
+    *,
+    runs: int = 5,
+    steps: int = 4,
+    threads: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """LightZero's caching and ``attach`` on the same model, interleaved (module docstring)."""
+    shape = SHAPES[shape_name]
+    if threads:
+        torch.set_num_threads(threads)
+    base = build_model(shape, cache_mode="legacy")
+    schedule = bench_schedule(shape, steps)
+    results: dict[str, list[dict[str, float]]] = {"lightzero": [], "zerokv": []}
+    for run in range(runs):
+        order = ("lightzero", "zerokv") if run % 2 == 0 else ("zerokv", "lightzero")
+        for which in order:
+            model = copy.deepcopy(base)
+            with _quiet():
+                model.world_model.clear_caches()
+            results[which].append(_timed_run(model, shape, schedule, which == "zerokv"))
+            if progress is not None:
+                progress(f"{shape_name} run {run + 1}/{runs} {which} done")
+    medians = {
+        which: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        for which, rows in results.items()
+    }
+    lz_syncs, zk_syncs, ops = count_syncs(base, shape)
+    return BenchResult(
+        shape_name, runs, medians["lightzero"], medians["zerokv"], lz_syncs, zk_syncs, ops
+    )
+
+
+def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict[str, int]]:
+    """Host synchronisations per ``recurrent_inference`` call in cache code, as on CUDA.
+
+    LightZero: every ``hash_state`` of a device tensor (``latent.cpu().numpy()``) in its
+    cache glue. zerokv (device index, as CUDA runs it): the torch ops that read the device
+    (``DispatchCounter``) in zerokv's calls, plus attach's own host reads.
+    """
+    from zerokv.bench.workload import DispatchCounter
+    from zerokv.lightzero.attach import attach
+
+    schedule = Schedule(steps=2, simulations=min(shape.num_simulations, 5))
+    # LightZero: count hash_state calls on tensors inside update_cache_context.
+    model = copy.deepcopy(base)
+    wm = model.world_model
+    module = importlib.import_module(type(wm).__module__)
+    original_hash = module.hash_state
+    hashed = [0]
+    inside = [False]
+
+    def counting_hash(x: Any) -> Any:
+        if inside[0]:
+            hashed[0] += 1
+        return original_hash(x)
+
+    update = type(wm).update_cache_context
+
+    def update_counted(*args: Any, **kwargs: Any) -> Any:
+        inside[0] = not kwargs.get("is_init_infer", args[1] if len(args) > 1 else True)
+        try:
+            return update(wm, *args, **kwargs)
+        finally:
+            inside[0] = False
+
+    module.hash_state = counting_hash
+    wm.__dict__["update_cache_context"] = update_counted
+    calls = [0]
+    try:
+        drive(model, shape, schedule, on_recurrent=lambda s: calls.__setitem__(0, calls[0] + 1))
+    finally:
+        module.hash_state = original_hash
+        del wm.__dict__["update_cache_context"]
+    lightzero = hashed[0] / max(calls[0], 1)
+    # zerokv, device index: run the cache calls under the dispatch counter.
+    model = copy.deepcopy(base)
+    attachment = attach(model, index="device")
+    counter = DispatchCounter()
+    mgr = attachment.manager
+    wrapped = ("keys_of", "lookup_many", "gather_reserve", "store_recurrent_batch", "store_root_batch")
+    saved = {name: getattr(mgr, name) for name in wrapped}
+    recurrent_syncs = [0]
+
+    def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with counter:
+                return fn(*args, **kwargs)
+
+        return run
+
+    for name, fn in saved.items():
+        setattr(mgr, name, counted(fn))
+    try:
+        before = [0, 0]
+
+        def on_initial(seconds: float) -> None:
+            before[0] = counter.syncs
+            before[1] = attachment.counts.host_reads
+
+        def on_recurrent(seconds: float) -> None:
+            recurrent_syncs[0] += counter.syncs - before[0] + attachment.counts.host_reads - before[1]
+            before[0] = counter.syncs
+            before[1] = attachment.counts.host_reads
+
+        drive(model, shape, schedule, on_initial=on_initial, on_recurrent=on_recurrent)
+    finally:
+        attachment.detach()
+    zerokv = recurrent_syncs[0] / max(attachment.counts.recurrent_calls, 1)
+    return lightzero, zerokv, dict(counter.sync_ops)
+
+
+def format_results(results: Sequence[BenchResult]) -> str:
+    """A markdown table of the medians and ratios."""
+    lines = [
+        "| shape | call | LightZero (ms) | attach (ms) | LightZero / attach |",
+        "|---|---|---:|---:|---:|",
+    ]
+    names = {
+        "initial_inference": "`initial_inference`",
+        "recurrent_inference": "`recurrent_inference`",
+        "cache_code_per_recurrent": "cache code per `recurrent_inference`",
+    }
+    for r in results:
+        ratios = r.ratios()
+        for key, label in names.items():
+            lines.append(
+                f"| {r.shape} | {label} | {r.lightzero[key]:.3f} | {r.zerokv[key]:.3f} | "
+                f"{ratios.get(key, float('nan')):.2f}x |"
+            )
+        lines.append(
+            f"| {r.shape} | host syncs per `recurrent_inference` in cache code (as on CUDA) | "
+            f"{r.lightzero_syncs:.1f} | {r.zerokv_syncs:.1f} | |"
+        )
+    return "\n".join(lines)
