@@ -211,6 +211,19 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: time zerokv.lightzero.KVCacheManager per call against a re-creation "
         "of LightZero's KVCacheManager (zerokv.bench.adapter; --steps, --repeats, --json)",
     )
+    p.add_argument(
+        "--model",
+        choices=["unizero"],
+        default=None,
+        help="instead: time LightZero's real UniZero model with LightZero's caching and with "
+        "zerokv.lightzero.attach, interleaved (zerokv.bench.unizero; --shape, --steps, "
+        "--repeats, --json; needs lightzero installed)",
+    )
+    p.add_argument(
+        "--shape",
+        default="cartpole,atari",
+        help="with --model: comma-separated model shapes, cartpole and/or atari (default both)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return p
 
@@ -363,6 +376,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model:
+        from zerokv.bench.unizero import main as model_main
+
+        return model_main(
+            shapes=[s for s in args.shape.split(",") if s],
+            steps=args.steps,
+            repeats=args.repeats,
+            threads=args.threads,
+            json_path=args.json,
+            emit=_emit,
+            error=_error,
+        )
     if args.adapter:
         from zerokv.bench.adapter import main as adapter_main
 

@@ -575,8 +575,13 @@ def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict
         module.hash_state = original_hash
         del wm.__dict__["update_cache_context"]
     lightzero = hashed[0] / max(calls[0], 1)
-    # zerokv, device index: run the cache calls under the dispatch counter.
+    # zerokv, device index and no CPU shortcuts (the code CUDA runs): the cache calls under
+    # the dispatch counter.
+    from zerokv import checks
+
     model = copy.deepcopy(base)
+    shortcuts = checks.CPU_SHORTCUTS
+    checks.CPU_SHORTCUTS = False
     attachment = attach(model, index="device")
     counter = DispatchCounter()
     mgr = attachment.manager
@@ -608,6 +613,7 @@ def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict
         drive(model, shape, schedule, on_initial=on_initial, on_recurrent=on_recurrent)
     finally:
         attachment.detach()
+        checks.CPU_SHORTCUTS = shortcuts
     zerokv = recurrent_syncs[0] / max(attachment.counts.recurrent_calls, 1)
     return lightzero, zerokv, dict(counter.sync_ops)
 
@@ -635,3 +641,52 @@ def format_results(results: Sequence[BenchResult]) -> str:
             f"{r.lightzero_syncs:.1f} | {r.zerokv_syncs:.1f} | |"
         )
     return "\n".join(lines)
+
+
+def main(
+    *,
+    shapes: Sequence[str],
+    steps: int | None,
+    repeats: int | None,
+    threads: int,
+    json_path: str | None,
+    emit: Callable[[str], None],
+    error: Callable[[str], None],
+) -> int:
+    """``python -m zerokv.bench --model unizero``: returns the exit status."""
+    unknown = [s for s in shapes if s not in ("cartpole", "atari")]
+    if unknown:
+        error(f"--shape must be cartpole and/or atari, got {', '.join(unknown)}")
+        return 2
+    try:
+        version = lightzero_version()
+    except LightZeroMissing as err:
+        error(str(err))
+        return 2
+    logging.getLogger("zerokv").setLevel(logging.INFO)  # LightZero's import sets DEBUG
+    steps = steps or 4
+    runs = repeats or 5
+    emit(
+        f"UniZero (LightZero {version}) on {torch.get_num_threads()} thread(s): LightZero's "
+        f"caching vs zerokv.lightzero.attach, {runs} interleaved runs of {steps} steps"
+    )
+    results = []
+    for name in shapes:
+        shape = SHAPES[name]
+        emit(
+            f"  {name}: {shape.obs} obs, E={shape.embed_dim}, {shape.num_heads} heads, "
+            f"{shape.num_layers} layers, {shape.env_num} envs, {shape.num_simulations} sims"
+        )
+        results.append(
+            run_benchmark(name, runs=runs, steps=steps, threads=threads, progress=None)
+        )
+    emit("")
+    emit(format_results(results))
+    if json_path:
+        import json
+
+        with open(json_path, "w", encoding="utf-8") as fh:
+            json.dump(
+                {"lightzero": version, "results": [r.to_dict() for r in results]}, fh, indent=2
+            )
+    return 0

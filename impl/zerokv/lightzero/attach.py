@@ -381,6 +381,7 @@ class _Counts:
 
     initial_calls: int = 0
     recurrent_calls: int = 0
+    root_batches: int = 0
     root_lookups: int = 0
     root_hits: int = 0
     recurrent_lookups: int = 0
@@ -743,6 +744,7 @@ class Attachment:
         missed = self._fill_misses(batch, sizes, last, start_pos, 2)
         wm.root_total_query_cnt += rows
         wm.root_hit_cnt += rows - missed
+        self.counts.root_batches += 1
         self.counts.root_lookups += rows
         self.counts.root_hits += rows - missed
         longest = max(sizes)
@@ -872,9 +874,6 @@ class Attachment:
         """LightZero's ``clear_caches``: every pool."""
         self.manager.clear_all()
         wm = self.world_model
-        staged = getattr(wm, "keys_values_wm_list", None)
-        if isinstance(staged, list):
-            staged.clear()
         if self.version == LIGHTZERO_MAIN:
             wm.current_infer_env_ids = None
         self.counts.clears += 1
@@ -889,6 +888,7 @@ class Attachment:
             "key": self.key,
             "initial_calls": c.initial_calls,
             "recurrent_calls": c.recurrent_calls,
+            "root_batches": c.root_batches,
             "root_lookups": c.root_lookups,
             "root_hits": c.root_hits,
             "recurrent_lookups": c.recurrent_lookups,
