@@ -1,6 +1,6 @@
 """Nox sessions for zerokv.
 
-Default sessions (``nox``): lint, typecheck, tests, crosshair.
+Default sessions (``nox``): lint, typecheck, tests, crosshair, integration.
 Extra sessions (``nox -s NAME``): mutants, bench.
 
 Every session runs on the interpreter nox itself runs under (no hard-coded versions).
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "crosshair"]
+nox.options.sessions = ["lint", "typecheck", "tests", "crosshair", "integration"]
 nox.options.default_venv_backend = "venv"
 
 #: The torch requirement installed before the project (one pip requirement string).
@@ -60,6 +60,50 @@ CROSSHAIR_PER_PATH_TIMEOUT = 3
 CROSSHAIR_MAX_UNINTERESTING_ITERATIONS = 40
 #: Hard wall-clock limit (seconds) for the whole CrossHair run; exceeding it fails.
 CROSSHAIR_WALL_CLOCK_LIMIT = 600
+
+#: LightZero's release on the package index, for the ``integration`` session.
+LIGHTZERO_REQUIREMENT = "lightzero==0.2.0"
+
+#: What ``lzero.model.unizero_model`` (LightZero 0.2.0's UniZero model) imports, installed
+#: with ``--no-deps`` so that nothing replaces the pinned torch: LightZero's own
+#: requirements (gym, gymnasium, wandb, matplotlib, ...) serve its policies, buffers and
+#: entry points, which the integration tests do not import. Found by importing the model
+#: in a fresh venv and adding each missing module (DI-engine's imports, mostly);
+#: ``DI-treetensor`` is the ``treetensor`` module (the project named ``treetensor`` is
+#: another package), ``gym`` is DI-engine's pin.
+LIGHTZERO_PACKAGES: list[str] = [
+    "einops",
+    "easydict",
+    "DI-engine==0.5.3",
+    "DI-toolkit",
+    "DI-treetensor",
+    "treevalue",
+    "hbutils",
+    "deprecation",
+    "packaging",
+    "rich",
+    "pygments",
+    "cloudpickle",
+    "graphviz",
+    "dill",
+    "pyyaml",
+    "requests",
+    "urllib3",
+    "idna",
+    "certifi",
+    "flask",
+    "werkzeug",
+    "click",
+    "blinker",
+    "itsdangerous",
+    "urlobject",
+    "enum_tools",
+    "tabulate",
+    "tensorboardX",
+    "protobuf",
+    "gym==0.25.1",
+    "xxhash",
+]
 
 MYPY_TARGETS: list[str] = ["spec/zerokv_spec", "impl/zerokv", "tests", "noxfile.py"]
 
@@ -139,3 +183,29 @@ def bench(session: nox.Session) -> None:
     """Workload replay / benchmark (``python -m zerokv.bench``); not a default session."""
     install_project(session, ["bench"])
     session.run("python", "-m", "zerokv.bench", *session.posargs)
+
+
+@nox.session(python=None)
+def integration(session: nox.Session) -> None:
+    """LightZero 0.2.0's real UniZero model with zerokv attached (tests/integration).
+
+    Installs ``LIGHTZERO_REQUIREMENT`` and ``LIGHTZERO_PACKAGES`` with ``--no-deps`` after
+    the pinned torch and the project, checks that torch was not replaced, and runs the
+    tests with ``ZEROKV_REQUIRE_LIGHTZERO=1`` (a missing LightZero fails instead of
+    skipping). posargs go to pytest.
+    """
+    install_project(session, ["test"])
+    probe = "import torch; print(torch.__version__)"
+    before = session.run("python", "-c", probe, silent=True)
+    session.install("--no-deps", LIGHTZERO_REQUIREMENT, *LIGHTZERO_PACKAGES)
+    after = session.run("python", "-c", probe, silent=True)
+    if before != after:
+        session.error(f"installing LightZero replaced torch: {before!r} -> {after!r}")
+    session.run(
+        "pytest",
+        "tests/integration",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"ZEROKV_REQUIRE_LIGHTZERO": "1"},
+    )

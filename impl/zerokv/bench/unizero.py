@@ -226,7 +226,8 @@ def build_model(
                     break
     if not rotary:
         with _quiet():
-            wm.precompute_pos_emb_diff_kv()  # as the policy's recompute_pos_emb_diff_and_clear_cache
+            # as the policy's recompute_pos_emb_diff_and_clear_cache does
+            wm.precompute_pos_emb_diff_kv()
     return model
 
 
@@ -440,7 +441,9 @@ def bench_schedule(shape: Shape, steps: int) -> Schedule:
     return Schedule(steps=steps, simulations=shape.num_simulations)
 
 
-def _timed_run(model: LightZeroObject, shape: Shape, schedule: Schedule, attached: bool) -> dict[str, float]:
+def _timed_run(
+    model: LightZeroObject, shape: Shape, schedule: Schedule, attached: bool
+) -> dict[str, float]:
     """One run; per call medians: initial, recurrent, cache code per recurrent call."""
     from zerokv.lightzero.attach import attach
 
@@ -547,7 +550,7 @@ def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict
     # LightZero: count hash_state calls on tensors inside update_cache_context.
     model = copy.deepcopy(base)
     wm = model.world_model
-    module = importlib.import_module(type(wm).__module__)
+    module: Any = importlib.import_module(type(wm).__module__)
     original_hash = module.hash_state
     hashed = [0]
     inside = [False]
@@ -585,7 +588,13 @@ def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict
     attachment = attach(model, index="device")
     counter = DispatchCounter()
     mgr = attachment.manager
-    wrapped = ("keys_of", "lookup_many", "gather_reserve", "store_recurrent_batch", "store_root_batch")
+    wrapped = (
+        "keys_of",
+        "lookup_many",
+        "gather_reserve",
+        "store_recurrent_batch",
+        "store_root_batch",
+    )
     saved = {name: getattr(mgr, name) for name in wrapped}
     recurrent_syncs = [0]
 
@@ -606,7 +615,9 @@ def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict
             before[1] = attachment.counts.host_reads
 
         def on_recurrent(seconds: float) -> None:
-            recurrent_syncs[0] += counter.syncs - before[0] + attachment.counts.host_reads - before[1]
+            recurrent_syncs[0] += (
+                counter.syncs - before[0] + attachment.counts.host_reads - before[1]
+            )
             before[0] = counter.syncs
             before[1] = attachment.counts.host_reads
 
@@ -677,9 +688,7 @@ def main(
             f"  {name}: {shape.obs} obs, E={shape.embed_dim}, {shape.num_heads} heads, "
             f"{shape.num_layers} layers, {shape.env_num} envs, {shape.num_simulations} sims"
         )
-        results.append(
-            run_benchmark(name, runs=runs, steps=steps, threads=threads, progress=None)
-        )
+        results.append(run_benchmark(name, runs=runs, steps=steps, threads=threads, progress=None))
     emit("")
     emit(format_results(results))
     if json_path:

@@ -12,11 +12,23 @@ The package's modules, each owning one thing:
 * ``install`` - ``install()`` / ``uninstall()`` / ``installed()``: make LightZero's world
   model build zerokv's manager (``use_new_cache_manager=True``), reversibly.
 
-The hit-rate warning the manager logs comes from ``zerokv.diagnostics``. A batched
-integration (``attach(world_model)``: the world model's batch assembly on
-``zerokv.CacheManager``) is planned as its own module here.
+* ``attach`` - ``attach(world_model)`` / ``Attachment.detach()`` / ``attached()``: the
+  batched integration; LightZero's world model (0.2.0 or main) with its cache glue replaced
+  by ``zerokv.CacheManager``'s batched calls, one instance at a time, reversibly.
+
+The hit-rate warning the manager logs comes from ``zerokv.diagnostics``.
 """
 
+from zerokv.lightzero.attach import (
+    LIGHTZERO_020,
+    LIGHTZERO_MAIN,
+    Attachment,
+    BatchView,
+    LayerView,
+    attach,
+    attached,
+    attachment_of,
+)
 from zerokv.lightzero.install import (
     LIGHTZERO_MODULE,
     install,
@@ -48,14 +60,22 @@ __all__ = [
     "DEFAULT_CLEAR_RECUR_LOG_FREQ",
     "DEFAULT_MAX_CACHE_SIZE",
     "DEFAULT_NUM_SIMULATIONS",
+    "LIGHTZERO_020",
+    "LIGHTZERO_MAIN",
     "LIGHTZERO_MODULE",
+    "Attachment",
+    "BatchView",
     "CacheStats",
     "KVCacheManager",
     "KVCachePool",
     "KVSnapshot",
+    "LayerView",
     "LayoutCache",
     "LayoutKVCache",
     "LayoutKeysValues",
+    "attach",
+    "attached",
+    "attachment_of",
     "check_object",
     "install",
     "installed",

@@ -50,10 +50,10 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,11 @@ REPLACED_METHODS = (
 
 #: Cache attributes replaced by proxies whose ``clear()`` reaches zerokv (LightZero's policy
 #: clears them directly: one environment's root pool at its episode end, the recurrent pool).
-PROXIED_ATTRIBUTES = ("past_kv_cache_init_infer_envs", "past_kv_cache_recurrent_infer", "kv_cache_manager")
+PROXIED_ATTRIBUTES = (
+    "past_kv_cache_init_infer_envs",
+    "past_kv_cache_recurrent_infer",
+    "kv_cache_manager",
+)
 
 #: Attributes the attached calls write (as LightZero's own calls do); restored by ``detach``.
 WRITTEN_ATTRIBUTES = (
@@ -285,7 +289,9 @@ def detect_version(wm: LightZeroObject) -> str:
     cls = type(wm)
     what = f"{cls.__module__}.{cls.__qualname__}"
     if not isinstance(wm, torch.nn.Module):
-        raise ConfigError(f"attach needs LightZero's UniZero WorldModel (or UniZeroModel), got {what}")
+        raise ConfigError(
+            f"attach needs LightZero's UniZero WorldModel (or UniZeroModel), got {what}"
+        )
     missing = [
         name
         for name in (*REPLACED_METHODS, "reset_for_initial_inference", "forward", "transformer")
@@ -364,7 +370,7 @@ def _model_device(wm: LightZeroObject, device: object) -> tuple[torch.device, to
         raise DeviceError(f"world_model.device is {declared} but its parameters are on {here}")
     if device is not None:
         try:
-            want = torch.device(device)  # type: ignore[arg-type]
+            want = torch.device(device)  # type: ignore[call-overload]
         except (RuntimeError, TypeError) as err:
             raise ConfigError(f"not a device: {device!r} ({err})") from None
         if want.type != here.type or (want.index is not None and want.index != here.index):
@@ -424,9 +430,7 @@ class Attachment:
     def __init__(self, model: LightZeroObject, **options: Any) -> None:
         unknown = set(options) - OPTIONS
         if unknown:
-            raise ConfigError(
-                f"unknown attach options {sorted(unknown)}; known: {sorted(OPTIONS)}"
-            )
+            raise ConfigError(f"unknown attach options {sorted(unknown)}; known: {sorted(OPTIONS)}")
         wm = _world_model(model)
         self.version = detect_version(wm)
         _check_supported(wm, self.version)
@@ -438,17 +442,21 @@ class Attachment:
         self.num_heads = int(config.num_heads)
         embed_dim = int(config.embed_dim)
         if embed_dim % self.num_heads:
-            raise ConfigError(f"embed_dim {embed_dim} is not a multiple of num_heads {self.num_heads}")
+            raise ConfigError(
+                f"embed_dim {embed_dim} is not a multiple of num_heads {self.num_heads}"
+            )
         self.head_dim = embed_dim // self.num_heads
         self.rotary = bool(getattr(config, "rotary_emb", False))
         key = options.get("key", "zkv64")
         if key not in ("zkv64", "xxh64"):
-            raise ConfigError(f"key must be 'zkv64' or 'xxh64' (LightZero's hash_state), got {key!r}")
+            raise ConfigError(
+                f"key must be 'zkv64' or 'xxh64' (LightZero's hash_state), got {key!r}"
+            )
         scope = options.get("scope", Scope.ENV)
         if not isinstance(scope, Scope):
             raise ConfigError(f"scope must be a zerokv.Scope, got {scope!r}")
-        sims = options.get("num_simulations") or getattr(config, "num_simulations", 50)
-        max_cache = options.get("max_cache_size") or getattr(config, "max_cache_size", 5000)
+        sims: Any = options.get("num_simulations") or getattr(config, "num_simulations", 50)
+        max_cache: Any = options.get("max_cache_size") or getattr(config, "max_cache_size", 5000)
         cfg = CacheConfig.legacy(
             int(wm.env_num),
             self.num_layers,
@@ -574,7 +582,9 @@ class Attachment:
                 ]
             )
         except (KeyError, IndexError, TypeError, RuntimeError) as err:
-            raise ConfigError(f"pos_emb_diff_k/v do not hold LightZero's window table: {err}") from None
+            raise ConfigError(
+                f"pos_emb_diff_k/v do not hold LightZero's window table: {err}"
+            ) from None
         if table.device != self.device:
             raise DeviceError(f"pos_emb_diff_k is on {table.device}, the model on {self.device}")
         self._correction = Correction(table.to(self.dtype))
@@ -611,7 +621,9 @@ class Attachment:
 
     def _keys(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if latents.device != self.device:
-            raise DeviceError(f"latents are on {latents.device}, the attached cache on {self.device}")
+            raise DeviceError(
+                f"latents are on {latents.device}, the attached cache on {self.device}"
+            )
         return self.manager.keys_of(latents.reshape(latents.shape[0], -1))
 
     # ------------------------------------------------------------------ initial inference
@@ -643,13 +655,20 @@ class Attachment:
         """The root step: first step of an episode, or lookup + gather + forward + store."""
         self._check_live()
         wm = self.world_model
-        original = getattr(type(wm), "wm_forward_for_initial_infererence")
+        original = type(wm).wm_forward_for_initial_infererence
         n = last_obs_embeddings.shape[0]
         if current_obs_embeddings is None or n > wm.env_num:  # training path: no caches
             if ready_env_id is None:
-                return original(wm, last_obs_embeddings, batch_action, current_obs_embeddings, start_pos)
+                return original(
+                    wm, last_obs_embeddings, batch_action, current_obs_embeddings, start_pos
+                )
             return original(
-                wm, last_obs_embeddings, batch_action, current_obs_embeddings, start_pos, ready_env_id
+                wm,
+                last_obs_embeddings,
+                batch_action,
+                current_obs_embeddings,
+                start_pos,
+                ready_env_id,
             )
         rows = int(current_obs_embeddings.shape[0])
         if ready_env_id is None:
@@ -666,7 +685,12 @@ class Attachment:
             first = [int(a) == -1 for a in batch_action]
             if any(first) and not all(first):  # split as LightZero main does (0.2.0 raises)
                 return self._mixed(
-                    last_obs_embeddings, batch_action, current_obs_embeddings, start_pos, env_ids, first
+                    last_obs_embeddings,
+                    batch_action,
+                    current_obs_embeddings,
+                    start_pos,
+                    env_ids,
+                    first,
                 )
             if all(first):
                 return self._root_first(current_obs_embeddings, start_pos, env_ids)
@@ -775,7 +799,10 @@ class Attachment:
             wm.keys_values_wm_size_list_current = [s + 1 for s in current_sizes]
         else:
             wm.forward(
-                {"act_tokens": act_tokens}, past_keys_values=view, is_init_infer=True, start_pos=start_pos
+                {"act_tokens": act_tokens},
+                past_keys_values=view,
+                is_init_infer=True,
+                start_pos=start_pos,
             )
             out = wm.forward(
                 {"obs_embeddings": current},
@@ -793,7 +820,8 @@ class Attachment:
         env_num = self.manager.config.env_num
         if self.version == LIGHTZERO_MAIN and ids is not None:
             return [
-                int(ids[r]) if r < len(ids) and 0 <= int(ids[r]) < env_num else r for r in range(rows)
+                int(ids[r]) if r < len(ids) and 0 <= int(ids[r]) < env_num else r
+                for r in range(rows)
             ]
         return list(range(rows))
 
@@ -914,7 +942,7 @@ def _as_array(actions: Any) -> Any:
 def _merge(chunks: list[tuple[list[int], Any]], rows: int) -> Any:
     """The outputs of the sub-batches of a mixed root batch, back in batch order."""
     first = chunks[0][1]
-    merged = {}
+    merged: dict[str, Any] = {}
     for name in (
         "output_sequence",
         "logits_observations",
@@ -961,7 +989,10 @@ def attach(world_model: LightZeroObject, **options: Any) -> Attachment:
 
 def attachment_of(world_model: LightZeroObject) -> Attachment | None:
     """The live attachment of a world model (or of a ``UniZeroModel``'s), or None."""
-    return _ATTACHED.get(_world_model(world_model))
+    try:
+        return _ATTACHED.get(_world_model(world_model))
+    except TypeError:  # not weak-referenceable: no world model
+        return None
 
 
 @contextmanager

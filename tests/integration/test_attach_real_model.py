@@ -333,7 +333,7 @@ def test_lightzero_clears_reach_zerokv_while_attached() -> None:
         wm = model.world_model
         if VERSION == LIGHTZERO_MAIN and wm.use_new_cache_manager:
             wm.kv_cache_manager.clear_recur_cache()
-            with pytest.raises(UnsupportedOperationError, match="kv_cache_manager.get_init_cache"):
+            with pytest.raises(UnsupportedOperationError, match=r"manager\.get_init_cache"):
                 wm.kv_cache_manager.get_init_cache(0, 1)
         else:
             wm.past_kv_cache_recurrent_infer.clear()
@@ -378,7 +378,11 @@ def _steps(model: Any, shape: Shape, count: int) -> list[torch.Tensor]:
     """``count`` full-batch steps without search; the root latents of each."""
     gen = torch.Generator().manual_seed(3)
     envs = shape.env_num
-    dims = (shape.observation_shape,) if isinstance(shape.observation_shape, int) else shape.observation_shape
+    dims = (
+        (shape.observation_shape,)
+        if isinstance(shape.observation_shape, int)
+        else shape.observation_shape
+    )
     last, action, roots = torch.zeros(envs, *dims), [-1] * envs, []
     import numpy as np
 
@@ -446,10 +450,15 @@ def _steps_from(model: Any, shape: Shape) -> torch.Tensor:
 
     gen = torch.Generator().manual_seed(3)
     envs = shape.env_num
-    dims = (shape.observation_shape,) if isinstance(shape.observation_shape, int) else shape.observation_shape
+    dims = (
+        (shape.observation_shape,)
+        if isinstance(shape.observation_shape, int)
+        else shape.observation_shape
+    )
     obs = [torch.randn(envs, *dims, generator=gen) for _ in range(4)]
     out = model.initial_inference(obs[2], [1] * envs, obs[3], np.full(envs, 3, dtype=np.int64))
-    return out.latent_state.detach().clone()
+    latent: torch.Tensor = out.latent_state.detach().clone()
+    return latent
 
 
 @needs_020
