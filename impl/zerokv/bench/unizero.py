@@ -442,7 +442,11 @@ def bench_schedule(shape: Shape, steps: int) -> Schedule:
 
 
 def _timed_run(
-    model: LightZeroObject, shape: Shape, schedule: Schedule, attached: bool
+    model: LightZeroObject,
+    shape: Shape,
+    schedule: Schedule,
+    attached: bool,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """One run; per call medians: initial, recurrent, cache code per recurrent call."""
     from zerokv.lightzero.attach import attach
@@ -451,7 +455,7 @@ def _timed_run(
     recurrent: list[float] = []
     wm = model.world_model
     if attached:
-        attachment = attach(model)
+        attachment = attach(model, **(options or {}))
         try:
             drive(model, shape, schedule, on_initial=initial.append, on_recurrent=recurrent.append)
             cache = attachment.counts.recurrent_cache_seconds

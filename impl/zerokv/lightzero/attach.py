@@ -59,9 +59,10 @@ from typing import Any
 
 import torch
 
+from zerokv import checks
 from zerokv.entry import Batch, Correction
 from zerokv.errors import ConfigError, DeviceError, UnsupportedOperationError
-from zerokv.keys import legacy_keys
+from zerokv.keys import legacy_keys, zkv64_keys
 from zerokv.manager import CacheConfig, CacheManager
 from zerokv_spec.manager import Scope
 
@@ -117,7 +118,9 @@ WRITTEN_ATTRIBUTES = (
 )
 
 #: The keyword options of ``attach``.
-OPTIONS = frozenset({"key", "scope", "device", "index", "num_simulations", "max_cache_size"})
+OPTIONS = frozenset(
+    {"key", "verify", "scope", "device", "index", "num_simulations", "max_cache_size"}
+)
 
 #: Attachments by world model (one at a time per model).
 _ATTACHED: weakref.WeakKeyDictionary[Any, Attachment] = weakref.WeakKeyDictionary()
@@ -393,6 +396,7 @@ class _Counts:
     recurrent_lookups: int = 0
     recurrent_hits: int = 0
     recomputed_misses: int = 0
+    memo_hits: int = 0
     host_reads: int = 0
     clears: int = 0
     #: Seconds spent in the cache code of recurrent calls (keys, lookup, gather, the
@@ -472,6 +476,13 @@ class Attachment:
         )
         self.manager = CacheManager(cfg, key_fn=legacy_keys if key == "xxh64" else None)
         self.key = key
+        #: Fingerprints checked on every hit (zkv64; a mismatch is a counted miss).
+        self.verify = bool(options.get("verify", True))
+        self._key_fn = legacy_keys if key == "xxh64" else zkv64_keys
+        #: Keys of this search's stored latents by their bytes (CPU caches only; ``_keys``).
+        self._memo: dict[bytes, tuple[int, int]] | None = (
+            {} if checks.host_reads_are_free(device) else None
+        )
         self.device, self.dtype = device, dtype
         self.counts = _Counts()
         self._zero_correction = Correction.zero(
@@ -619,12 +630,42 @@ class Attachment:
         self.counts.recomputed_misses += len(misses)
         return len(misses)
 
-    def _keys(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keys(
+        self, latents: torch.Tensor, host: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Keys and (with ``verify``) fingerprints of the rows of ``latents``.
+
+        On a CPU cache (``zerokv.checks.host_reads_are_free``) the keys of every latent
+        stored since the last root step are remembered by the latent's bytes, so a search's
+        parents - latents the cache produced, handed back by MCTS as numpy rows (``host``)
+        - are not hashed twice. A key is a function of the bytes: the memo only skips
+        recomputing it. Never on CUDA (reading a latent's bytes there would synchronise).
+        """
         if latents.device != self.device:
             raise DeviceError(
                 f"latents are on {latents.device}, the attached cache on {self.device}"
             )
-        return self.manager.keys_of(latents.reshape(latents.shape[0], -1))
+        rows = latents.reshape(latents.shape[0], -1)
+        memo = self._memo
+        if memo is not None and host is not None:
+            found = [memo.get(row.tobytes()) for row in host.reshape(rows.shape[0], -1)]
+            if None not in found:
+                self.counts.memo_hits += len(found)
+                keys = torch.tensor([k for k, _ in found], dtype=torch.int64)  # type: ignore[misc]
+                if not self.verify:
+                    return keys, None
+                return keys, torch.tensor([f for _, f in found], dtype=torch.int64)  # type: ignore[misc]
+        fps: torch.Tensor | None
+        if self.verify:
+            keys, fps = self.manager.keys_of(rows)
+        else:
+            keys, fps = self._key_fn(rows), None
+        if memo is not None:
+            data = host.reshape(rows.shape[0], -1) if host is not None else rows.detach().numpy()
+            marks = fps.tolist() if fps is not None else [0] * rows.shape[0]
+            for row, key, mark in zip(data, keys.tolist(), marks):
+                memo[row.tobytes()] = (key, mark)
+        return keys, fps
 
     # ------------------------------------------------------------------ initial inference
     def forward_initial_inference(self, obs_act_dict: Any, start_pos: Any = 0) -> tuple[Any, ...]:
@@ -632,6 +673,8 @@ class Attachment:
         pool) on zerokv."""
         self._check_live()
         wm = self.world_model
+        if self._memo is not None:
+            self._memo.clear()  # a new search: only this step's latents are parents
         with torch.no_grad():
             outputs, latent = wm.reset_for_initial_inference(obs_act_dict, start_pos)
             self.manager.clear_recurrent()
@@ -843,7 +886,7 @@ class Attachment:
         with torch.no_grad():
             latents = torch.as_tensor(latest).to(self.device)
             env_ids = self._recurrent_env_ids(rows)
-            keys, fps = self._keys(latents)
+            keys, fps = self._keys(latents, host=latest if not torch.is_tensor(latest) else None)
             found = mgr.lookup_many(env_ids, keys, fps)
             batch = mgr.gather_reserve(found, 2)
             sizes = self._sizes(batch, 2)
@@ -922,6 +965,7 @@ class Attachment:
             "recurrent_lookups": c.recurrent_lookups,
             "recurrent_hits": c.recurrent_hits,
             "recomputed_misses": c.recomputed_misses,
+            "memo_hits": c.memo_hits,
             "host_reads": c.host_reads,
             "clears": c.clears,
             "manager": self.manager.stats().as_dict(),
