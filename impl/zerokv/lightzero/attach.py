@@ -55,6 +55,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -225,8 +226,8 @@ class _ManagerProxy:
         self.init_pools = [
             _PoolProxy(
                 f"kv_cache_manager.init_pools[{e}]",
-                functools_partial(mgr.clear_env, e),
-                functools_partial(_root_size, mgr, e),
+                partial(mgr.clear_env, e),
+                partial(_root_size, mgr, e),
             )
             for e in range(mgr.config.env_num)
         ]
@@ -255,13 +256,6 @@ class _ManagerProxy:
             f"kv_cache_manager.{name}: this world model's caches are managed by zerokv "
             "(zerokv.lightzero.attach) - detach() first"
         )
-
-
-def functools_partial(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
-    def bound() -> Any:
-        return fn(*args)
-
-    return bound
 
 
 def _root_size(mgr: CacheManager, env: int) -> int:
@@ -521,8 +515,8 @@ class Attachment:
             state["past_kv_cache_init_infer_envs"] = [
                 _PoolProxy(
                     f"past_kv_cache_init_infer_envs[{e}]",
-                    functools_partial(mgr.clear_env, e),
-                    functools_partial(_root_size, mgr, e),
+                    partial(mgr.clear_env, e),
+                    partial(_root_size, mgr, e),
                 )
                 for e in range(mgr.config.env_num)
             ]
