@@ -492,3 +492,41 @@ def test_020_double_miss_and_mixed_batch_do_not_raise() -> None:
         assert _root_size(attachment, 1, mixed.latent_state[1]) == 3  # 1 + 2 tokens
     finally:
         attachment.detach()
+
+
+# --------------------------------------------------------------------------- full shapes
+
+
+ATARI_SCHEDULE = Schedule(steps=5, simulations=6, restart_all=frozenset({2}), clear=frozenset({3}))
+
+
+@pytest.mark.parametrize("rotary", [False, True], ids=["absolute", "rotary"])
+def test_outputs_equal_lightzero_at_the_atari_shape(rotary: bool) -> None:
+    """UniZero's Atari config itself: 64x64 images, E = 768, 8 heads, 8 environments."""
+    shape = SHAPES["atari"]
+    mode = "manager" if VERSION == LIGHTZERO_MAIN else "legacy"
+    theirs, ours, their_model, our_model, attachment, widths = run_pair(
+        shape, rotary, mode, ATARI_SCHEDULE
+    )
+    try:
+        compare(theirs, ours, ("LightZero", "attach"))
+        assert counters(their_model) == counters(our_model)
+        assert max(widths) >= shape.context_length - 1  # the window rule ran
+    finally:
+        attachment.detach()
+
+
+# --------------------------------------------------------------------------- the docs
+
+
+def test_quickstart_attach_block_runs_with_lightzero() -> None:
+    """docs/quickstart.md's attach block, with LightZero installed: its real-model branch."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "quickstart.md").read_text("utf-8")
+    blocks = [b for b in text.split("```python\n")[1:] if "attachment = attach(model)" in b]
+    assert len(blocks) == 1
+    namespace: dict[str, object] = {"__name__": "docs.quickstart"}
+    exec(compile(blocks[0].split("```")[0], "quickstart.md", "exec"), namespace)
+    attachment = namespace["attachment"]
+    assert isinstance(attachment, Attachment) and not attachment.attached

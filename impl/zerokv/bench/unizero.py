@@ -416,6 +416,8 @@ class BenchResult:
     lightzero_syncs: float
     zerokv_syncs: float
     zerokv_sync_ops: dict[str, int]
+    #: ``breakdown``: microseconds per recurrent call in each of attach's calls.
+    stages: dict[str, float] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float]:
         return {
@@ -434,6 +436,7 @@ class BenchResult:
             "lightzero_syncs_per_recurrent_call": self.lightzero_syncs,
             "zerokv_syncs_per_recurrent_call": self.zerokv_syncs,
             "zerokv_sync_ops": self.zerokv_sync_ops,
+            "zerokv_stages_us": self.stages,
         }
 
 
@@ -535,8 +538,16 @@ def run_benchmark(
         for which, rows in results.items()
     }
     lz_syncs, zk_syncs, ops = count_syncs(base, shape)
+    stages = breakdown(base, shape)
     return BenchResult(
-        shape_name, runs, medians["lightzero"], medians["zerokv"], lz_syncs, zk_syncs, ops
+        shape_name,
+        runs,
+        medians["lightzero"],
+        medians["zerokv"],
+        lz_syncs,
+        zk_syncs,
+        ops,
+        stages,
     )
 
 
@@ -633,6 +644,84 @@ def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict
     return lightzero, zerokv, dict(counter.sync_ops)
 
 
+#: The public calls attach makes per ``recurrent_inference`` (``breakdown``).
+STAGES = ("keys_of", "lookup_many", "gather_reserve", "store_recurrent_batch")
+
+
+def breakdown(base: LightZeroObject, shape: Shape, steps: int = 2) -> dict[str, float]:
+    """Microseconds per ``recurrent_inference`` in each of attach's ``CacheManager`` calls,
+    measured inside a real run (after the model's forward, as attach runs them), the rest
+    of attach's cache code (``other``: the host read, the views, the key memo), and the copy
+    floor: one ``index_select`` of the batch's ``B`` entries out of a slab and one
+    ``index_copy_`` back, with the caches evicted first as the model's forward evicts them
+    (``copy_floor``)."""
+    from zerokv.lightzero.attach import attach
+
+    model = copy.deepcopy(base)
+    attachment = attach(model)
+    mgr = attachment.manager
+    wm = model.world_model
+    spent = dict.fromkeys(STAGES, 0.0)
+    inside = [False]
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if inside[0]:
+                    spent[name] += time.perf_counter() - start
+
+        return run
+
+    recurrent = wm.forward_recurrent_inference
+
+    def flagged(*args: Any, **kwargs: Any) -> Any:
+        inside[0] = True
+        try:
+            return recurrent(*args, **kwargs)
+        finally:
+            inside[0] = False
+
+    for name in STAGES:
+        setattr(mgr, name, timed(name, getattr(mgr, name)))
+    wm.__dict__["forward_recurrent_inference"] = flagged
+    schedule = Schedule(steps=steps, simulations=shape.num_simulations)
+    try:
+        drive(model, shape, schedule)  # warm-up
+        spent.update(dict.fromkeys(STAGES, 0.0))
+        attachment.counts.recurrent_cache_seconds = 0.0
+        before = attachment.counts.recurrent_calls
+        drive(model, shape, schedule)
+        calls = attachment.counts.recurrent_calls - before
+    finally:
+        attachment.detach()
+    out = {name: 1e6 * seconds / calls for name, seconds in spent.items()}
+    total = 1e6 * attachment.counts.recurrent_cache_seconds / calls
+    out["other"] = max(total - sum(out.values()), 0.0)
+    out["total"] = total
+    out["copy_floor"] = copy_floor_us(shape)
+    return out
+
+
+def copy_floor_us(shape: Shape, reps: int = 20) -> float:
+    """One gather and one store of ``B`` whole entries, the caches evicted before each."""
+    head_dim = shape.embed_dim // shape.num_heads
+    slots = shape.env_num * (shape.num_simulations + 2)
+    slab = torch.zeros(shape.num_layers, 2, slots, shape.num_heads, shape.context_length, head_dim)
+    rows = torch.arange(shape.env_num) * 3
+    evict = torch.zeros(8 * 1024 * 1024)  # 32 MB
+    times = []
+    for _ in range(reps):
+        evict.add_(1.0)
+        start = time.perf_counter()
+        batch = slab.index_select(2, rows)
+        slab.index_copy_(2, rows, batch)
+        times.append(time.perf_counter() - start)
+    return 1e6 * statistics.median(times)
+
+
 def format_results(results: Sequence[BenchResult]) -> str:
     """A markdown table of the medians and ratios."""
     lines = [
@@ -655,6 +744,17 @@ def format_results(results: Sequence[BenchResult]) -> str:
             f"| {r.shape} | host syncs per `recurrent_inference` in cache code (as on CUDA) | "
             f"{r.lightzero_syncs:.1f} | {r.zerokv_syncs:.1f} | |"
         )
+    lines += [
+        "",
+        "attach's cache code per `recurrent_inference`, call by call (us, inside a run):",
+        "",
+        "| shape | " + " | ".join(f"`{s}`" for s in STAGES) + " | other | total | copy floor |",
+        "|---|" + "---:|" * (len(STAGES) + 3),
+    ]
+    for r in results:
+        if r.stages:
+            cells = [f"{r.stages[s]:.0f}" for s in (*STAGES, "other", "total", "copy_floor")]
+            lines.append(f"| {r.shape} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
