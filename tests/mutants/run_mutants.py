@@ -160,9 +160,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "window-correction-dropped",
-        "window rule: the correction table is not added (both code paths)",
+        "window rule: the correction table is not added",
         (
-            Edit(ENTRY, "out = moved + correction.padded", "out = moved"),
             Edit(
                 ENTRY,
                 "torch.addcmul(moved, correction.padded",
@@ -174,7 +173,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "window-threshold-cl",
         "window rule applied from cl tokens instead of cl - 1",
-        (Edit(ENTRY, "windowed = lengths >= cl - 1", "windowed = lengths >= cl"),),
+        (Edit(ENTRY, "windowed = sizes >= cl - 1", "windowed = sizes >= cl"),),
         (BATCH_T,),
     ),
     Mutant(
@@ -183,8 +182,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "later = same_pool & (idx.unsqueeze(0) > idx.unsqueeze(1))",
-                "later = same_pool & (idx.unsqueeze(0) < idx.unsqueeze(1))",
+                "after = same_pool & (idx.unsqueeze(0) > idx.unsqueeze(1))",
+                "after = same_pool & (idx.unsqueeze(0) < idx.unsqueeze(1))",
             ),
         ),
         (POOL_T,),
@@ -219,8 +218,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "rows.keys ^ key_tags.index_select(0, envs)",
-                "rows.keys ^ key_tags.index_select(0, torch.zeros_like(envs))",
+                "key_tag = self._tags[0].index_select(0, envs)",
+                "key_tag = self._tags[0].index_select(0, torch.zeros_like(envs))",
             ),
         ),
         (MANAGER_T,),
