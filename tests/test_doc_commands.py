@@ -18,7 +18,8 @@ program:
 * ``pytest ARGS``: ``pytest --collect-only ARGS`` must collect at least one test.
 * ``python3 -m venv DIR && . DIR/bin/activate``: run in bash in a temporary directory
   (``--without-pip``, to be quick), and the activated interpreter must be the new one.
-* ``python -m build``: builds the sdist and the wheel into a temporary directory.
+* ``python -m build``: builds the sdist and the wheel into a temporary directory;
+  ``python3 --version``: runs, and the version must be one zerokv supports.
 * ``crosshair check ...``: runs for real.
 * ``bash .ci/run``: the script must exist and parse (``bash -n``); CI runs it.
 * ``pip install ...``: not run (network, minutes). Every requirement must parse, every
@@ -306,6 +307,10 @@ def check_pip(env: dict[str, str], args: list[str], ctx: Context) -> None:
 def run_python(env: dict[str, str], args: list[str], ctx: Context) -> None:
     if args[:2] == ["-m", "zerokv.bench"]:
         run_bench(env, args[2:], ctx)
+    elif args == ["--version"]:
+        out = _run([sys.executable, "--version"], _env(env))
+        version = tuple(int(x) for x in out.split()[1].split(".")[:2])
+        assert version >= (3, 10), f"zerokv needs Python >= 3.10, this is {out.strip()}"
     elif args[:2] == ["-m", "build"]:
         _run(
             [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(ctx.tmp / "d")],
