@@ -89,6 +89,13 @@ def _out_of_range(lengths: torch.Tensor, limit: int) -> bool:
     return bool(lengths.numel()) and bool(((lengths < 0) | (lengths > limit)).any())
 
 
+@lru_cache(maxsize=64)
+def _padding_columns(width: int, length: int, device: torch.device) -> torch.Tensor:
+    """``[1, W]`` bool: the columns left of a row of ``length`` tokens (cached: reused
+    every step, made once per shape)."""
+    return (torch.arange(width, device=device) < width - length).view(1, width)
+
+
 @dataclass(frozen=True)
 class _Lengths:
     """``kv`` ``[L, 2, B, H, W, d]`` with ``lengths`` ``[B]``; ``verified``: the lengths are
@@ -163,6 +170,31 @@ class Batch(_Lengths):
         """``[B, W]`` bool: True where a row holds a real token (not padding)."""
         cols = torch.arange(self.width, device=self.kv.device)
         return cols.unsqueeze(0) >= (self.width - self.lengths).unsqueeze(1)
+
+    def with_length(self, rows: torch.Tensor, length: int) -> Batch:
+        """This batch with the rows where ``rows[b]`` is True holding ``length`` tokens:
+        their last ``length`` columns, whatever the caller wrote there (the spec's
+        ``Batch.with_length``). UniZero's miss rows: the model writes a fresh entry into
+        the gathered (empty) row, then the row's length follows.
+
+        In place: the flagged rows' columns before their new length are zeroed in ``kv``
+        (they are padding now), and the result shares ``kv``; use it instead of this
+        batch. ``length`` is a host int, checked against ``[0, W]`` here, so a verified
+        batch stays verified and its store reads nothing: the sync-free way to set
+        lengths (``Batch(kv, lengths)`` with edited lengths is read and checked at its
+        store instead)."""
+        _check_tensor(rows, "rows", 1, torch.bool, self.kv.device)
+        if rows.shape[0] != self.rows:
+            raise ShapeError(f"rows must have {self.rows} flags, got {rows.shape[0]}")
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise BatchError(f"length must be an int, got {type(length).__name__}")
+        if not 0 <= length <= self.width:
+            raise BatchError(f"length must lie in [0, {self.width}], got {length}")
+        if length < self.width:
+            padding = _padding_columns(self.width, length, self.kv.device)
+            pad = rows.view(-1, 1) & padding
+            self.kv.masked_fill_(pad.view(1, 1, self.rows, 1, self.width, 1), 0)
+        return Batch(self.kv, self.lengths.masked_fill(rows, length), self.verified)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,18 @@ SEARCH_T, PADDING_T = "test_diff_search.py", "test_diff_padding.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
+        "with-length-keeps-padding",
+        "Batch.with_length: a shrunk row keeps its dropped tokens as non-zero padding",
+        (
+            Edit(
+                ENTRY,
+                "self.kv.masked_fill_(pad.view(1, 1, self.rows, 1, self.width, 1), 0)",
+                "pass",
+            ),
+        ),
+        (BATCH_T,),
+    ),
+    Mutant(
         "fifo-ring-off-by-one",
         "FIFOIndex: the ring pointer advances one slot too far after a batch that inserted",
         (

@@ -71,7 +71,7 @@ class ZeroKVBackend:
         batch.kv[:, :, :, :, -t:, :] = new
         column = batch.kv[:, :, :, :, -t - 1 : -t, :]
         column.copy_(torch.where(miss.view(1, 1, -1, 1, 1, 1), fresh, column))
-        return Batch(batch.kv, batch.lengths.masked_fill(miss, t + 1))
+        return batch.with_length(miss, t + 1)
 
     def root_step(
         self,
