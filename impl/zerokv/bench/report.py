@@ -88,6 +88,14 @@ class Comparison:
             "zerokv_persistent_bytes": self.candidate.persistent_bytes,
             "legacy_steady_state_bytes": self.legacy.steady_state_bytes,
             "zerokv_steady_state_bytes": self.candidate.steady_state_bytes,
+            "ops_per_sim_step": {
+                "legacy": self.legacy.ops_per_sim_step,
+                "zerokv": self.candidate.ops_per_sim_step,
+            },
+            "ops_per_root_step": {
+                "legacy": self.legacy.ops_per_root_step,
+                "zerokv": self.candidate.ops_per_root_step,
+            },
             "legacy_syncs_per_sim_step": self.legacy.syncs_per_sim_step,
             "zerokv_syncs_per_sim_step": self.candidate.syncs_per_sim_step,
             "legacy_alloc_bytes_per_sim_step": self.legacy.alloc_bytes_per_sim_step,
@@ -193,6 +201,7 @@ def _grid(rows: Sequence[Sequence[str]]) -> str:
 #: Note marks of the comparison table; each note is printed under the table it belongs to.
 SYNC_NOTE = "[a]"
 MEMORY_NOTE = "[b]"
+OPS_NOTE = "[c]"
 
 
 #: Width of the notes and the legend (the tables are as wide as their columns).
@@ -264,6 +273,23 @@ def comparison_notes(cmp: Comparison) -> list[str]:
                 f'{versus(lg_full, cd_full)} (row "memory, all pools full").',
             )
         )
+    if lg.ops_per_sim_step is not None and cd.ops_per_sim_step is not None:
+        cpu = lg.device.startswith("cpu")
+        notes.append(
+            _note(
+                OPS_NOTE,
+                "torch ops dispatched in one instrumented step (each is a kernel launch on "
+                "CUDA, where at these sizes the step time follows the op count)"
+                + (
+                    f". On the CPU {cd.backend} uses its host index, which reads keys with "
+                    "tolist() instead of launching ops; its device index, the path CUDA "
+                    "takes, dispatches a fixed count per simulation step whatever B and the "
+                    "pool sizes (tests/test_op_budget.py)."
+                    if cpu
+                    else "."
+                ),
+            )
+        )
     return notes
 
 
@@ -317,6 +343,18 @@ def format_comparison(cmp: Comparison) -> str:
             _num(lg.syncs_per_root_step, 1),
             _num(cd.syncs_per_root_step, 1),
             syncs(lg.syncs_per_root_step, cd.syncs_per_root_step),
+        ],
+        [
+            "torch ops / sim step [c]",
+            _num(lg.ops_per_sim_step, 1),
+            _num(cd.ops_per_sim_step, 1),
+            versus(lg.ops_per_sim_step, cd.ops_per_sim_step, "fewer", "more"),
+        ],
+        [
+            "torch ops / root step [c]",
+            _num(lg.ops_per_root_step, 1),
+            _num(cd.ops_per_root_step, 1),
+            versus(lg.ops_per_root_step, cd.ops_per_root_step, "fewer", "more"),
         ],
         [
             "bytes allocated / sim step",

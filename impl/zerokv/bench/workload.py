@@ -524,6 +524,9 @@ class ReplayResult:
     sim_phase_hits: dict[str, int]
     checked_steps: int
     steady_state_bytes: int | None = None
+    #: torch ops dispatched per step in the instrumented step (each a kernel launch on CUDA).
+    ops_per_sim_step: float | None = None
+    ops_per_root_step: float | None = None
 
     @property
     def bytes_per_stored_entry(self) -> float | None:
@@ -777,7 +780,10 @@ def replay(
         return sum(values) / calls if calls else None
 
     syncs_sim = syncs_root = alloc_sim = alloc_root = allocs_sim = None
+    ops_sim = ops_root = None
     if counts is not None:
+        ops_sim = per_call([c.ops for c in counts.sims], len(counts.sims))
+        ops_root = float(counts.root.ops)
         # On CPU no op can reveal a host read; on CUDA the dispatch mode already saw it.
         add_reads = not is_cuda
         n_sims = len(counts.sims)
@@ -816,6 +822,8 @@ def replay(
         steady_state_bytes=(
             backend.steady_state_bytes() if isinstance(backend, SteadyStateReporter) else None
         ),
+        ops_per_sim_step=ops_sim,
+        ops_per_root_step=ops_root,
     )
     _log.info(
         "%s/%s: %.4f ms per sim step (repeats %s)",
