@@ -722,6 +722,30 @@ MODULE_ROWS: tuple[Row, ...] = (
         lambda _: Batch.checked(kv(1, 4), keys(5)),
     ),
     row(
+        "Batch.with_length",
+        "a length beyond the width",
+        BatchError,
+        lambda _: Batch(kv(1, 4), keys(1)).with_length(torch.ones(1, dtype=torch.bool), 5),
+    ),
+    row(
+        "Batch.with_length",
+        "int row flags",
+        DTypeError,
+        lambda _: Batch(kv(1, 4), keys(1)).with_length(keys(1), 1),
+    ),
+    row(
+        "Batch.with_length",
+        "flags for another row count",
+        ShapeError,
+        lambda _: Batch(kv(1, 4), keys(1)).with_length(torch.ones(2, dtype=torch.bool), 1),
+    ),
+    row(
+        "Batch.with_length",
+        "a float length",
+        BatchError,
+        lambda _: Batch(kv(1, 4), keys(1)).with_length(torch.ones(1, dtype=torch.bool), 1.0),  # type: ignore[arg-type]
+    ),
+    row(
         "Entries.checked",
         "a length beyond cl",
         EntryError,
@@ -840,6 +864,12 @@ SPEC_ROWS: tuple[Row, ...] = (
     ),
     row("spec zkv64_key", "bytes for a latent", InputError, lambda _: spec_keys.zkv64_key(b"..")),  # type: ignore[arg-type]
     row("spec weak_key", "bytes for a latent", InputError, lambda _: spec_keys.weak_key(b"..")),  # type: ignore[arg-type]
+    row(
+        "spec Batch.with_length",
+        "a negative length",
+        BatchError,
+        lambda _: spec_entry.Batch((((0.0,),),), (((0.0,),),), (1,), 1).with_length([True], -1),
+    ),
     row("spec ManagerConfig", "capacity 0", ConfigError, lambda _: ManagerConfig(1, 1, CL, 0, 1)),
 )
 
@@ -862,4 +892,4 @@ def test_spec_refuses_and_changes_nothing(bad: Row) -> None:
 def test_table_sizes() -> None:
     """The counts the closing note reports (and a guard against rows silently dropped)."""
     assert len(MANAGER_ROWS) >= 75
-    assert len(POOL_ROWS) >= 14 and len(MODULE_ROWS) >= 27 and len(SPEC_ROWS) >= 11
+    assert len(POOL_ROWS) >= 14 and len(MODULE_ROWS) >= 31 and len(SPEC_ROWS) >= 12

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from zerokv.bench.legacy import LegacyBackend
-from zerokv.bench.workload import ReplayMismatch, StepOutput, preset, replay
+from zerokv.bench.workload import ReplayMismatch, StepOutput, WorkloadConfig, preset, replay
 from zerokv.bench.zerokv_backend import ZeroKVBackend
+from zerokv.entry import Batch
+from zerokv.manager import TierLookup
 
 CPU = torch.device("cpu")
 
@@ -95,3 +97,30 @@ def test_cli_writes_comparison_and_stage_breakdown(tmp_path: Path) -> None:
     assert stages["batch_bytes"] == cfg.env_num * entry
     page = (out / "p.md").read_text()
     assert "python -m zerokv.bench --config cartpole" in page and "copy floor" in page
+
+
+class _Unverified(ZeroKVBackend):
+    """zerokv fed a batch whose lengths it has not verified (``Batch(kv, lengths)``)."""
+
+    def _with_tokens(
+        self, found: TierLookup, fresh: torch.Tensor, new: torch.Tensor, miss: torch.Tensor
+    ) -> Batch:
+        batch = super()._with_tokens(found, fresh, new, miss)
+        return Batch(batch.kv, batch.lengths.clone())
+
+
+def _tiny() -> WorkloadConfig:
+    return dataclasses.replace(
+        preset("cartpole"), env_num=2, num_simulations=3, embed_dim=8, steps=3
+    )
+
+
+def test_zerokv_steps_count_no_host_sync() -> None:
+    """The replay's instrumented step sees no synchronising op in zerokv's steps (on CUDA
+    each would stall the stream); a batch of unverified lengths costs one per store, and
+    the count shows it."""
+    cfg = _tiny()
+    clean = replay(ZeroKVBackend(cfg, CPU, torch.float32), cfg, steps=3)
+    assert clean.syncs_per_sim_step == 0 and clean.syncs_per_root_step == 0
+    unverified = replay(_Unverified(cfg, CPU, torch.float32), cfg, steps=3)
+    assert unverified.syncs_per_sim_step == 1 and unverified.syncs_per_root_step == 1

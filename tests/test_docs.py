@@ -48,6 +48,7 @@ def test_docs_exist() -> None:
     names = {p.name for p in _doc_files()}
     for required in (
         "index.md",
+        "background.md",
         "quickstart.md",
         "architecture.md",
         "verification.md",

@@ -15,6 +15,7 @@ from zerokv.keys import (
     env_tags,
     keys_and_fingerprints,
     legacy_keys,
+    position_table_tensors,
     scoped_fingerprints,
     scoped_keys,
     weak_keys,
@@ -22,7 +23,10 @@ from zerokv.keys import (
     zkv64_keys,
 )
 from zerokv_spec.keys import (
+    FINGERPRINT_SEED,
+    KEY_SEED,
     Latent,
+    position_tables,
     scoped_fingerprint,
     scoped_key,
     to_signed,
@@ -122,3 +126,21 @@ def test_cuda_keys_equal_cpu_keys() -> None:
         cpu = keys_and_fingerprints(x)
         gpu = keys_and_fingerprints(x.cuda())
         assert torch.equal(cpu[0], gpu[0].cpu()) and torch.equal(cpu[1], gpu[1].cpu())
+
+
+@given(n=st.integers(0, 300), seed=st.integers(0, (1 << 64) - 1))
+def test_position_tables_are_built_vectorised_bit_for_bit(n: int, seed: int) -> None:
+    """The device-built tables equal the spec's splitmix64 loop for every seed and length."""
+    a, m = position_table_tensors(n, (seed, KEY_SEED), torch.device("cpu"))
+    for row, s in enumerate((seed, KEY_SEED)):
+        want_a, want_m = position_tables(n, s)
+        assert a[row, 0].tolist() == [to_signed(x) for x in want_a]
+        assert m[row, 0].tolist() == [to_signed(x) for x in want_m]
+
+
+def test_position_tables_of_a_big_latent_match_the_spec_at_sampled_words() -> None:
+    n = 1 << 18  # 262k words per row: the size that took seconds in pure Python
+    a, m = position_table_tensors(n, (FINGERPRINT_SEED,), torch.device("cpu"))
+    want_a, want_m = position_tables(n, FINGERPRINT_SEED)
+    for i in (0, 1, 12345, n - 1):
+        assert int(a[0, 0, i]) == to_signed(want_a[i]) and int(m[0, 0, i]) == to_signed(want_m[i])

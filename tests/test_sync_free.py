@@ -113,6 +113,8 @@ def _hot_path(mgr: CacheManager, inputs: Inputs) -> None:
         found = mgr.lookup_many(env_ids, keys, fps)
         batch = mgr.gather_reserve(found, tokens.shape[4])  # room for the model's tokens
         batch.kv[:, :, :, :, -tokens.shape[4] :, :] = tokens  # the model writes in place
+        # A miss row's fresh entry (here: the new tokens and one zero column) sets its length.
+        batch = batch.with_length(found.tier == 0, tokens.shape[4] + 1)
         child_keys, child_fps = mgr.keys_of(children)
         mgr.store_recurrent_batch(env_ids, child_keys, batch, inputs.correction, child_fps)
         parents = children

@@ -89,6 +89,13 @@ def _out_of_range(lengths: torch.Tensor, limit: int) -> bool:
     return bool(lengths.numel()) and bool(((lengths < 0) | (lengths > limit)).any())
 
 
+@lru_cache(maxsize=64)
+def _padding_columns(width: int, length: int, device: torch.device) -> torch.Tensor:
+    """``[1, W]`` bool: the columns left of a row of ``length`` tokens (cached: reused
+    every step, made once per shape)."""
+    return (torch.arange(width, device=device) < width - length).view(1, width)
+
+
 @dataclass(frozen=True)
 class _Lengths:
     """``kv`` ``[L, 2, B, H, W, d]`` with ``lengths`` ``[B]``; ``verified``: the lengths are
@@ -163,6 +170,31 @@ class Batch(_Lengths):
         """``[B, W]`` bool: True where a row holds a real token (not padding)."""
         cols = torch.arange(self.width, device=self.kv.device)
         return cols.unsqueeze(0) >= (self.width - self.lengths).unsqueeze(1)
+
+    def with_length(self, rows: torch.Tensor, length: int) -> Batch:
+        """This batch with the rows where ``rows[b]`` is True holding ``length`` tokens:
+        their last ``length`` columns, whatever the caller wrote there (the spec's
+        ``Batch.with_length``). UniZero's miss rows: the model writes a fresh entry into
+        the gathered (empty) row, then the row's length follows.
+
+        In place: the flagged rows' columns before their new length are zeroed in ``kv``
+        (they are padding now), and the result shares ``kv``; use it instead of this
+        batch. ``length`` is a host int, checked against ``[0, W]`` here, so a verified
+        batch stays verified and its store reads nothing: the sync-free way to set
+        lengths (``Batch(kv, lengths)`` with edited lengths is read and checked at its
+        store instead)."""
+        _check_tensor(rows, "rows", 1, torch.bool, self.kv.device)
+        if rows.shape[0] != self.rows:
+            raise ShapeError(f"rows must have {self.rows} flags, got {rows.shape[0]}")
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise BatchError(f"length must be an int, got {type(length).__name__}")
+        if not 0 <= length <= self.width:
+            raise BatchError(f"length must lie in [0, {self.width}], got {length}")
+        if length < self.width:
+            padding = _padding_columns(self.width, length, self.kv.device)
+            pad = rows.view(-1, 1) & padding
+            self.kv.masked_fill_(pad.view(1, 1, self.rows, 1, self.width, 1), 0)
+        return Batch(self.kv, self.lengths.masked_fill(rows, length), self.verified)
 
 
 @dataclass(frozen=True)
@@ -306,62 +338,83 @@ def remove_registers(batch: Batch, count: int) -> Batch:
     return Batch(batch.kv[:, :, :, :, :width, :], lengths, batch.verified)
 
 
+@dataclass(frozen=True)
+class _RowTables:
+    """Per-length lookup tables of a store into a ``cl``-wide slab (index = a row's length
+    ``n`` in ``[0, cl]``): its stored length under the window rule, whether it is windowed
+    (as 0/1 in the K/V dtype, the correction's weight; and as an int), whether it moves by
+    one column (exactly ``cl`` tokens, windowed), and its kept-columns bit mask. A store
+    looks its rows up with one ``index_select`` each instead of computing them."""
+
+    out_len: torch.Tensor
+    windowed: torch.Tensor
+    weight: torch.Tensor
+    shift: torch.Tensor
+    bits: torch.Tensor
+
+
+@lru_cache(maxsize=32)
+def _row_tables(cl: int, dtype: torch.dtype, device: torch.device) -> _RowTables:
+    sizes = torch.arange(cl + 1, device=device)
+    windowed = sizes >= cl - 1
+    out_len = torch.where(windowed, torch.full_like(sizes, cl - 3), sizes)
+    ints = _INT_OF_SIZE[torch.empty((), dtype=dtype).element_size()]
+    return _RowTables(
+        out_len,
+        windowed.long(),
+        windowed.to(dtype),
+        sizes == cl,
+        _keep_bits(cl, ints, device),
+    )
+
+
 def _shift_rows(
     batch: Batch, context_length: int, correction: Correction | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row moved into slab layout, with the window rule when ``correction`` is given."""
+    """Each row moved into slab layout, with the window rule when ``correction`` is given.
+
+    Lengths must lie in ``[0, W]`` (callers check unverified ones first)."""
     cl = context_length
     check_context_length(cl)
     width = batch.width
     if width > cl:
         raise BatchError(f"a batch of width {width} does not fit the context length {cl}")
-    lengths = batch.lengths
-    if correction is None:
-        windowed = torch.zeros_like(lengths, dtype=torch.bool)
-        out_len = lengths
-    else:
+    if correction is not None:
         correction.check(batch.kv, cl)
-        windowed = lengths >= cl - 1
-        out_len = torch.where(windowed, torch.full_like(lengths, cl - 3), lengths)
-    cols = torch.arange(cl, device=batch.kv.device)
-    valid = cols.unsqueeze(0) >= (cl - out_len).unsqueeze(1)
-    shape = batch.kv.shape
-    rows = shape[2]
+    kv, lengths = batch.kv, batch.lengths
     if width == 0:
-        return torch.zeros_like(_fit_width(batch.kv, cl)), out_len
-    # In the static layout (width == cl) every row already sits where the slab wants it,
-    # except a row of exactly cl tokens under the window rule (it moves by one column).
-    # Whether such a row exists is a device value: the CPU may look (that is free there),
-    # CUDA always takes the gather.
-    aligned = width == cl and (
-        correction is None
-        or (checks.host_reads_are_free(batch.kv.device) and not bool((lengths == cl).any()))
-    )
-    if aligned:
-        moved = batch.kv
+        return torch.zeros_like(_fit_width(kv, cl)), lengths
+    table = _row_tables(cl, kv.dtype, kv.device)
+    out_len = lengths if correction is None else table.out_len.index_select(0, lengths)
+    rows = int(kv.shape[2])
+    if width == cl:
+        # The static layout: every row already sits where the slab wants it, except a row
+        # of exactly cl tokens under the window rule, which moves by one column.
+        moved = kv
+        if correction is not None:
+            shift = table.shift.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
+            moved = torch.where(shift, kv.roll(1, 4), kv)
     else:
         # Slab column c holds token c - (cl - out_len) of the result, which is token
         # (that + 2) of the row when windowed: its batch column is width - length + token.
-        shift = width - lengths - cl + out_len + 2 * windowed.long()
-        index = (cols.unsqueeze(0) + shift.unsqueeze(1)).clamp(0, width - 1)
+        shift_by = width - lengths - cl + out_len
+        if correction is not None:
+            shift_by = shift_by + 2 * table.windowed.index_select(0, lengths)
+        cols = torch.arange(cl, device=kv.device)
+        index = (cols.unsqueeze(0) + shift_by.unsqueeze(1)).clamp(0, width - 1)
+        shape = kv.shape
         moved = torch.gather(
-            batch.kv,
+            kv,
             4,
             index.view(1, 1, rows, 1, cl, 1).expand(shape[0], 2, rows, shape[3], cl, shape[5]),
         )
-    dtype = batch.kv.dtype
-    cheap = checks.host_reads_are_free(batch.kv.device)
-    if correction is None:
-        out = moved
-    elif cheap and bool(windowed.all()):
-        out = moved + correction.padded  # every row takes the correction: a plain add
-    elif cheap and not bool(windowed.any()):
-        out = moved
-    else:
-        out = torch.addcmul(moved, correction.padded, windowed.to(dtype).view(1, 1, rows, 1, 1, 1))
-    bits = valid.to(_INT_OF_SIZE[batch.kv.element_size()]).neg().view(1, 1, rows, 1, cl, 1)
+    out = moved
+    if correction is not None:
+        weight = table.weight.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
+        out = torch.addcmul(moved, correction.padded, weight)
+    bits = table.bits.index_select(0, out_len).view(1, 1, rows, 1, cl, 1)
     # Never write into the caller's batch; a tensor made here may be reused.
-    return _masked(out, bits, None if out is batch.kv else out), out_len
+    return _masked(out, bits, None if out is kv else out), out_len
 
 
 #: The integer type of each float size: masks are applied to the bits of the values.

@@ -175,6 +175,28 @@ class Batch:
         """``mask[b][j]`` is True iff column ``j`` of row ``b`` holds a real token."""
         return tuple(tuple(j >= self.width - n for j in range(self.width)) for n in self.lengths)
 
+    def with_length(self, rows: Sequence[bool], length: int) -> Batch:
+        """This batch with the rows where ``rows[b]`` is True holding ``length`` tokens:
+        their last ``length`` columns, whatever those hold (the columns before are padding,
+        read as zeros). UniZero's miss rows: the model writes a fresh entry into a gathered
+        row and the row's length follows."""
+        if len(rows) != self.rows:
+            raise BatchError(f"rows must have {self.rows} flags, got {len(rows)}")
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise BatchError(f"length must be an int, got {type(length).__name__}")
+        if not 0 <= length <= self.width:
+            raise BatchError(f"length must lie in [0, {self.width}], got {length}")
+        lengths = tuple(length if r else n for r, n in zip(rows, self.lengths, strict=True))
+        pad = [self.width - n for n in lengths]
+
+        def padded(layers: tuple[tuple[Tokens, ...], ...]) -> tuple[tuple[Tokens, ...], ...]:
+            return tuple(
+                tuple((0.0,) * pad[b] + row[pad[b] :] for b, row in enumerate(layer))
+                for layer in layers
+            )
+
+        return Batch(padded(self.k), padded(self.v), lengths, self.width)
+
 
 def assemble(entries: Sequence[Entry], width: int | None = None) -> Batch:
     """Left-pad ``entries`` to a common width (their longest, or ``width``)."""

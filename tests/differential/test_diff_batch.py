@@ -11,6 +11,8 @@ lengths, width, mask, zero padding) after every step. Rules:
   the capacity ``cl``, the current width or ``t`` (so the batch is often exactly full,
   one short, or emptied); ``t > capacity`` is refused by both;
 * ``remove_registers`` - 0 .. width + 1 columns (over the width: refused by both);
+* ``with_length`` - some rows get a new length in -1 .. width + 1 (outside ``[0, width]``:
+  refused by both);
 * ``split`` / ``store_rows`` of the current batch (width <= cl) with a zero or non-zero
   correction table;
 * ``window`` - fresh entries at sizes ``cl - 3 .. cl`` (and any other) through the window
@@ -142,6 +144,51 @@ class BatchMachine(DiffMachine):
         )
         if both is not None:
             self.set_current(*both, what=f"remove_registers({count})")
+
+    @precondition(lambda self: self.ready and self.batch is not None)
+    @rule(data=st.data())
+    def with_length(self, data: st.DataObject) -> None:
+        """The model writes fresh tokens into the last ``length`` columns of some rows,
+        then those rows get that length (UniZero's miss rows); a length outside
+        ``[0, width]`` is refused by both. A verified batch stays verified."""
+        batch, ibatch = self.batch, self.ibatch
+        assert batch is not None and ibatch is not None
+        flags = data.draw(st.lists(st.booleans(), min_size=batch.rows, max_size=batch.rows))
+        length = data.draw(st.integers(-1, batch.width + 1), label="length")
+        iflags = torch.tensor(flags, dtype=torch.bool)
+        if 0 <= length <= batch.width:
+            new_k, new_v = self.source.new_tokens(self.shape.num_layers, batch.rows, length)
+            new_kv = encode_new_tokens(new_k, new_v, self.shape)
+            start = batch.width - length
+
+            def written(
+                old: tuple[tuple[tuple[float, ...], ...], ...],
+                new: tuple[tuple[tuple[float, ...], ...], ...],
+            ) -> tuple[tuple[tuple[float, ...], ...], ...]:
+                return tuple(
+                    tuple(
+                        row[:start] + new[layer][b] if flags[b] else row
+                        for b, row in enumerate(old[layer])
+                    )
+                    for layer in range(len(old))
+                )
+
+            batch = Batch(
+                written(batch.k, new_k), written(batch.v, new_v), batch.lengths, batch.width
+            )
+            flagged = iflags.view(1, 1, -1, 1, 1, 1)
+            tail = ibatch.kv[:, :, :, :, start:, :]
+            tail.copy_(torch.where(flagged, new_kv.to(tail.dtype), tail))
+        spec_batch = batch
+        both = run_both(
+            lambda: spec_batch.with_length(flags, length),
+            lambda: ibatch.with_length(iflags, length),
+        )
+        if both is not None:
+            assert both[1].verified == ibatch.verified
+            self.set_current(*both, what=f"with_length({flags}, {length})")
+        else:
+            event("with_length refused (length outside [0, width])")
 
     @precondition(
         lambda self: (

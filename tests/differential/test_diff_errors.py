@@ -87,7 +87,7 @@ def _index_state(index: IndexBackend) -> dict[str, object]:
     """Every attribute of an index, copied (whatever the backend keeps its state in)."""
     state: dict[str, object] = {}
     for key, value in vars(index).items():
-        if key in ("device", "_arange_cache"):  # not state: the device, a cache of constants
+        if key == "device" or key.endswith("_cache"):  # not state: the device, caches
             continue
         state[key] = value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
     return state

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from differential.test_diff_pool import FIFOPoolMachine
-from zerokv.index.device import FIFOIndex
+from zerokv.index.device import FIFOIndex, _PoolRows
 from zerokv.rows import Rows
 
 Resolved = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -25,13 +25,12 @@ def test_fifo_machine_catches_an_off_by_one_ring_pointer(monkeypatch: pytest.Mon
 
     def off_by_one(
         self: FIFOIndex,
-        pool_ids: torch.Tensor,
-        keys: torch.Tensor,
+        pool_rows: _PoolRows,
         before: torch.Tensor,
         rows: Rows,
     ) -> Resolved:
-        out = original(self, pool_ids, keys, before, rows)
-        inserted = torch.zeros_like(self.next).index_add_(0, pool_ids, out[3].long())
+        out = original(self, pool_rows, before, rows)
+        inserted = torch.zeros_like(self.next).index_add_(0, pool_rows.pool_ids, out[3].long())
         self.next = (self.next + (inserted > 0).long()) % self.capacity
         return out
 

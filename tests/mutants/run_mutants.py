@@ -87,6 +87,18 @@ SEARCH_T, PADDING_T = "test_diff_search.py", "test_diff_padding.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
+        "with-length-keeps-padding",
+        "Batch.with_length: a shrunk row keeps its dropped tokens as non-zero padding",
+        (
+            Edit(
+                ENTRY,
+                "self.kv.masked_fill_(pad.view(1, 1, self.rows, 1, self.width, 1), 0)",
+                "pass",
+            ),
+        ),
+        (BATCH_T,),
+    ),
+    Mutant(
         "fifo-ring-off-by-one",
         "FIFOIndex: the ring pointer advances one slot too far after a batch that inserted",
         (
@@ -160,9 +172,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "window-correction-dropped",
-        "window rule: the correction table is not added (both code paths)",
+        "window rule: the correction table is not added",
         (
-            Edit(ENTRY, "out = moved + correction.padded", "out = moved"),
             Edit(
                 ENTRY,
                 "torch.addcmul(moved, correction.padded",
@@ -174,7 +185,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "window-threshold-cl",
         "window rule applied from cl tokens instead of cl - 1",
-        (Edit(ENTRY, "windowed = lengths >= cl - 1", "windowed = lengths >= cl"),),
+        (Edit(ENTRY, "windowed = sizes >= cl - 1", "windowed = sizes >= cl"),),
         (BATCH_T,),
     ),
     Mutant(
@@ -183,8 +194,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "later = same_pool & (idx.unsqueeze(0) > idx.unsqueeze(1))",
-                "later = same_pool & (idx.unsqueeze(0) < idx.unsqueeze(1))",
+                "after = same_pool & (idx.unsqueeze(0) > idx.unsqueeze(1))",
+                "after = same_pool & (idx.unsqueeze(0) < idx.unsqueeze(1))",
             ),
         ),
         (POOL_T,),
@@ -219,8 +230,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "rows.keys ^ key_tags.index_select(0, envs)",
-                "rows.keys ^ key_tags.index_select(0, torch.zeros_like(envs))",
+                "key_tag = self._tags[0].index_select(0, envs)",
+                "key_tag = self._tags[0].index_select(0, torch.zeros_like(envs))",
             ),
         ),
         (MANAGER_T,),

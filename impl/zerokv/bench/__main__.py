@@ -1,10 +1,14 @@
 """The benchmark's command line: `python -m zerokv.bench [options]`.
 
-This module owns the CLI: argument parsing, choosing and building the backends, the order of
-the runs (an optional bit-exact check pass, then the timed legacy and candidate runs, then
-optional sweeps), the progress bar, and the output functions, the only place the benchmark
-prints. With no arguments it runs a small Atari-shaped replay that finishes in well under a
-minute on two CPU cores.
+This module owns the CLI: argument parsing, the modes (which backend is measured against
+the legacy baseline), the order of the runs (an optional bit-exact check pass, then the
+timed legacy and candidate runs, then optional sweeps and the stage breakdown), the
+progress bars, and the output functions, the only place the benchmark prints. With no
+arguments it runs a small Atari-shaped replay that finishes in well under a minute on two
+CPU cores.
+
+Adding a mode (another candidate backend): add a `Mode` to `MODES`, and an option that
+selects it in `_mode_name`. Adding a metric: a row in `report.format_comparison`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from zerokv.bench.report import (
     format_stages,
     format_summary,
     format_sweep,
+    legend,
     machine_info,
     write_json,
     write_markdown,
@@ -59,7 +64,15 @@ _DEFAULT_REPEATS = 3
 _QUICK_STEPS = 3
 #: Steps of the stage breakdown's own replay (at most; fewer when the run is shorter).
 _STAGE_STEPS = 5
+#: Rounds of the stage breakdown (`stage_breakdown`'s default).
+_STAGE_ROUNDS = 3
 _CANDIDATE_MODULE = "zerokv.bench.zerokv_backend"
+#: Where output files go when an output option is given without a path (git-ignored).
+OUTPUT_DIR = "bench-out"
+DEFAULT_JSON = f"{OUTPUT_DIR}/results.json"
+DEFAULT_MARKDOWN = f"{OUTPUT_DIR}/performance.md"
+DEFAULT_PLOT = f"{OUTPUT_DIR}/sweeps.png"
+CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 
 
 # --------------------------------------------------------------------------- output
@@ -74,20 +87,25 @@ def _error(text: str) -> None:
 
 
 class _Progress:
-    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+    """Progress bars on stderr: a phase's name on one line, then a bar redrawn at most ten
+    times a second with the count, its unit and the seconds spent."""
 
-    def __init__(self, enabled: bool, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
-        self.stream = stream
-        self.label = ""
+        self.stream = sys.stderr if stream is None else stream
+        self.unit = ""
         self._last = 0.0
-        self._drawn = False
+        self._started = 0.0
 
-    def start(self, label: str) -> Callable[[int, int], None] | None:
+    def start(self, label: str, unit: str = "collect steps") -> Callable[[int, int], None] | None:
+        """Announce phase `label`; returns the bar's `update(done, total)` (None when off)."""
         if not self.enabled:
             return None
-        self.label = label
+        self.unit = unit
         self._last = 0.0
+        self._started = time.monotonic()
+        self.stream.write(f"{label}\n")
+        self.stream.flush()
         return self.update
 
     def update(self, done: int, total: int) -> None:
@@ -98,13 +116,69 @@ class _Progress:
         width = 30
         filled = width * done // max(total, 1)
         bar = "#" * filled + "." * (width - filled)
-        self.stream.write(f"\r{self.label:<32} [{bar}] {done}/{total}")
+        self.stream.write(f"\r  [{bar}] {done}/{total} {self.unit}, {now - self._started:.0f} s")
         self.stream.flush()
-        self._drawn = True
         if done >= total:
             self.stream.write("\n")
             self.stream.flush()
-            self._drawn = False
+
+
+# --------------------------------------------------------------------------- modes
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """What is measured against the legacy baseline.
+
+    `backend` is the candidate backend's name (its column in the tables), `describe` the
+    legend's line for it; `candidate()` returns its backend factory, or None when it cannot
+    be loaded; `stages` says whether zerokv's stage breakdown applies.
+    """
+
+    name: str
+    backend: str
+    describe: str
+    candidate: Callable[[], BackendFactory | None]
+    stages: bool = True
+
+
+def _legacy(name: str) -> BackendFactory:
+    def make(cfg: WorkloadConfig, device: torch.device, dtype: torch.dtype) -> CacheBackend:
+        return LegacyBackend(cfg, device, dtype, name=name)
+
+    return make
+
+
+def _zerokv() -> BackendFactory | None:
+    try:
+        module = importlib.import_module(_CANDIDATE_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != _CANDIDATE_MODULE:
+            raise
+        return None
+    factory: BackendFactory = module.ZeroKVBackend
+    return factory
+
+
+MODES: dict[str, Mode] = {
+    "zerokv": Mode(
+        "zerokv",
+        "zerokv",
+        "zerokv.CacheManager through its batched API (zerokv/bench/zerokv_backend.py)",
+        _zerokv,
+    ),
+    "baseline-only": Mode(
+        "baseline-only",
+        "legacy#2",
+        "a second legacy instance (--baseline-only: checks the harness, not zerokv)",
+        lambda: _legacy("legacy#2"),
+        stages=False,
+    ),
+}
+
+
+def _mode_name(args: argparse.Namespace) -> str:
+    return "baseline-only" if args.baseline_only else "zerokv"
 
 
 # --------------------------------------------------------------------------- arguments
@@ -120,16 +194,41 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+_DESCRIPTION = """\
+Replay UniZero's KV-cache workload (model-free: random K/V, seeded search trees) through
+two backends and compare them: "legacy", a re-creation of LightZero's original cache
+design (per-slot objects, per-layer copies, host hashing; zerokv/bench/legacy.py), the
+baseline; and "zerokv", zerokv.CacheManager. Every output of zerokv is first checked bit
+for bit against legacy's; then both are timed, interleaved."""
+
+_EPILOG = f"""\
+output: a legend, then one table per preset (printed as soon as it is measured), a
+summary when several presets ran, the sweeps, and the stage breakdown. The column
+"zerokv vs legacy" says which way each figure goes: "1.65x faster", "7.06x more".
+Notes under a table explain figures that need it (the CPU's sync count, preallocated
+memory). A progress bar runs on stderr when it is a terminal.
+
+output files: --json, --markdown and --plot without a path write under {OUTPUT_DIR}/
+(git-ignored).
+
+exit status: 0 success; 1 zerokv's outputs differ from legacy's; 2 usage errors
+(bad values, --device cuda without CUDA, matplotlib missing for --plot).
+See docs/performance.md for how to read the numbers."""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m zerokv.bench",
-        description="Replay UniZero's KV-cache workload on the legacy design and on zerokv.",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--config",
         choices=[*PRESETS, "all"],
         default="atari",
-        help="workload preset (default: atari)",
+        help="workload preset, or all of them (default: atari: L2 H8 E768 cl8, "
+        "8 environments, 25 simulations)",
     )
     p.add_argument(
         "--quick", action="store_true", help=f"smoke run: {_QUICK_STEPS} steps, 1 repeat"
@@ -137,20 +236,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full",
         action="store_true",
-        help="replay each preset's full collect phase (its `steps`, 200)",
+        help="replay each preset's full collect phase (its `steps`, 200), 1 repeat",
     )
     p.add_argument(
         "--steps",
         type=int,
         default=None,
-        help=f"collect steps per repeat (default {_DEFAULT_STEPS})",
+        help=f"collect steps per repeat (default {_DEFAULT_STEPS}); each step is one root "
+        "step and N simulation steps",
     )
     p.add_argument(
-        "--repeats", type=int, default=None, help=f"timed repeats (default {_DEFAULT_REPEATS})"
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"timed repeats per backend, interleaved (default {_DEFAULT_REPEATS})",
     )
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--dtype", choices=list(_DTYPES), default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where the caches live (default cpu); cuda needs a CUDA build of torch "
+        "(docs/quickstart.md)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=list(_DTYPES),
+        default="float32",
+        help="dtype of the cached keys and values (default float32, UniZero's)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the replay's random inputs (latents, K/V, search trees, episode "
+        "lengths; default 0); both backends get the same inputs",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -159,28 +279,40 @@ def _parser() -> argparse.ArgumentParser:
         "threads contending for a shared machine's cores make timings erratic; 0 keeps "
         "torch's default)",
     )
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        nargs="?",
+        const=DEFAULT_JSON,
+        help=f"write the results as JSON (default path {DEFAULT_JSON})",
+    )
     p.add_argument(
         "--markdown",
         metavar="PATH",
-        help="write the performance page (method, machine, command, tables, plot link)",
+        nargs="?",
+        const=DEFAULT_MARKDOWN,
+        help="write the performance page (method, machine, command, tables, plot link; "
+        f"default path {DEFAULT_MARKDOWN})",
     )
     p.add_argument(
         "--plot",
         metavar="PATH",
-        help="write a PNG: time per sim step vs B and vs cl (runs the sweeps)",
+        nargs="?",
+        const=DEFAULT_PLOT,
+        help="write a PNG of time per sim step vs B and vs cl; runs the sweeps, needs "
+        f"matplotlib (default path {DEFAULT_PLOT})",
     )
     p.add_argument(
         "--envs-sweep",
         type=_int_list,
         metavar="B,B,...",
-        help="sweep the number of environments (plot default 2,4,8,16)",
+        help="sweep the number of environments (with --plot: 2,4,8,16)",
     )
     p.add_argument(
         "--cl-sweep",
         type=_int_list,
         metavar="CL,CL,...",
-        help="sweep the (even) context length (plot default 8,16,32,64)",
+        help="sweep the (even) context length (with --plot: 8,16,32,64)",
     )
     p.add_argument(
         "--check",
@@ -203,7 +335,7 @@ def _parser() -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar on stderr (default: when stderr is a terminal)",
+        help="progress bars on stderr (default: when stderr is a terminal)",
     )
     p.add_argument(
         "--adapter",
@@ -228,28 +360,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# --------------------------------------------------------------------------- backends
-
-
-def _legacy(name: str) -> BackendFactory:
-    def make(cfg: WorkloadConfig, device: torch.device, dtype: torch.dtype) -> CacheBackend:
-        return LegacyBackend(cfg, device, dtype, name=name)
-
-    return make
-
-
-def _candidate(baseline_only: bool) -> BackendFactory | None:
-    """zerokv's backend adapter, or a second legacy backend with --baseline-only."""
-    if baseline_only:
-        return _legacy("legacy#2")
-    try:
-        module = importlib.import_module(_CANDIDATE_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != _CANDIDATE_MODULE:
-            raise
+def _cuda_problem() -> str | None:
+    """Why `--device cuda` cannot run here, with what to do about it (None: it can)."""
+    if torch.cuda.is_available():
         return None
-    factory: BackendFactory = module.ZeroKVBackend
-    return factory
+    if torch.version.cuda is None:
+        return (
+            f"--device cuda, but this torch ({torch.__version__}) is a CPU-only build. "
+            "Install a CUDA build of torch, for example with the nox sessions:\n"
+            f'  ZEROKV_TORCH="torch=={torch.__version__.split("+")[0]}+cu128" '
+            f'PIP_EXTRA_INDEX_URL="{CUDA_INDEX}" nox -s bench -- --device cuda\n'
+            "(pick the index of your CUDA version: docs/quickstart.md, "
+            "'Installing with a CUDA torch')"
+        )
+    return (
+        f"--device cuda, but torch {torch.__version__} (built for CUDA {torch.version.cuda}) "
+        "sees no GPU: check the driver (nvidia-smi) and CUDA_VISIBLE_DEVICES"
+    )
+
+
+# --------------------------------------------------------------------------- runs
 
 
 def _release(device: torch.device) -> None:
@@ -257,9 +387,6 @@ def _release(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-# --------------------------------------------------------------------------- runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +398,12 @@ class _Plan:
     check: bool
 
 
+def interleaved_total(repeats: int, steps: int, instrument: bool) -> int:
+    """Collect steps `_interleaved` replays: both backends, every repeat, plus one
+    instrumented (untimed) step per backend in the first round."""
+    return 2 * repeats * steps + (2 if instrument else 0)
+
+
 def _interleaved(
     cfg: WorkloadConfig,
     steps: int,
@@ -279,14 +412,19 @@ def _interleaved(
     candidate: BackendFactory,
     progress: _Progress,
     *,
+    label: str,
     instrument: bool = True,
 ) -> tuple[list[ReplayResult], list[ReplayResult]]:
     """`plan.repeats` rounds, each replaying both backends once, in alternating order: on a
     shared machine, background load then hits both backends alike."""
     backends = (legacy(cfg, plan.device, plan.dtype), candidate(cfg, plan.device, plan.dtype))
     runs: tuple[list[ReplayResult], list[ReplayResult]] = ([], [])
-    bar = progress.start(f"{cfg.name}: {backends[0].name} vs {backends[1].name}")
-    total = 2 * plan.repeats * steps + (2 if instrument else 0)
+    extra = " (+1 counted step each)" if instrument else ""
+    bar = progress.start(
+        f"{label}: timing {backends[0].name} and {backends[1].name}, "
+        f"{plan.repeats} repeats x {steps} steps each{extra}"
+    )
+    total = interleaved_total(plan.repeats, steps, instrument)
     done = 0
 
     def tick(step_done: int, step_total: int) -> None:
@@ -316,6 +454,7 @@ def _compare(
     plan: _Plan,
     candidate: BackendFactory,
     progress: _Progress,
+    label: str,
 ) -> Comparison:
     legacy = _legacy("legacy")
     steps = cfg.steps if plan.steps is None else plan.steps
@@ -329,11 +468,13 @@ def _compare(
             steps=steps,
             check_against=legacy(cfg, plan.device, plan.dtype),
             instrument=False,
-            progress=progress.start(f"{cfg.name}: check"),
+            progress=progress.start(f"{label}: checking every output bit for bit, {steps} steps"),
         )
         checked = res.checked_steps
         _release(plan.device)
-    legacy_runs, candidate_runs = _interleaved(cfg, steps, plan, legacy, candidate, progress)
+    legacy_runs, candidate_runs = _interleaved(
+        cfg, steps, plan, legacy, candidate, progress, label=label
+    )
     return Comparison(cfg, merge_results(legacy_runs), merge_results(candidate_runs), checked)
 
 
@@ -347,17 +488,33 @@ def _sweep(
 ) -> list[SweepPoint]:
     points = []
     steps = base.steps if plan.steps is None else plan.steps
-    for value in values:
+    symbol = "B" if axis == "env_num" else "cl"
+    for i, value in enumerate(values, 1):
         if axis == "env_num":
             cfg = dataclasses.replace(base, env_num=value)
         else:
             cfg = dataclasses.replace(base, context_length=value)
         legacy_runs, candidate_runs = _interleaved(
-            cfg, steps, plan, _legacy("legacy"), candidate, progress, instrument=False
+            cfg,
+            steps,
+            plan,
+            _legacy("legacy"),
+            candidate,
+            progress,
+            label=f"{base.name} sweep {symbol}={value} (point {i} of {len(values)})",
+            instrument=False,
         )
         times = [merge_results(legacy_runs).sim_step_ms, merge_results(candidate_runs).sim_step_ms]
         points.append(SweepPoint(base.name, axis, value, times[0], times[1]))
     return points
+
+
+def _steps_and_repeats(args: argparse.Namespace) -> tuple[int | None, int]:
+    if args.full:
+        return args.steps, args.repeats or 1
+    if args.quick:
+        return args.steps or _QUICK_STEPS, args.repeats or 1
+    return args.steps or _DEFAULT_STEPS, args.repeats or _DEFAULT_REPEATS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,9 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(name)s: %(levelname)s: %(message)s",
     )
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        _error("--device cuda but torch.cuda.is_available() is false")
-        return 2
+    if device.type == "cuda":
+        problem = _cuda_problem()
+        if problem is not None:
+            _error(problem)
+            return 2
     dtype = _DTYPES[args.dtype]
     if args.threads < 0:
         _error("--threads must be >= 0")
@@ -400,18 +559,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             json_path=args.json,
             emit=_emit,
         )
-    if args.full:
-        steps, repeats = args.steps, args.repeats or 1
-    elif args.quick:
-        steps, repeats = args.steps or _QUICK_STEPS, args.repeats or 1
-    else:
-        steps, repeats = args.steps or _DEFAULT_STEPS, args.repeats or _DEFAULT_REPEATS
+    steps, repeats = _steps_and_repeats(args)
     if (steps is not None and steps <= 0) or repeats <= 0:
         _error("--steps and --repeats must be positive")
         return 2
     plan = _Plan(steps, repeats, device, dtype, args.check)
 
-    candidate = _candidate(args.baseline_only)
+    mode = MODES[_mode_name(args)]
+    candidate = mode.candidate()
     if candidate is None:
         _error(
             f"{_CANDIDATE_MODULE} is not available yet; "
@@ -425,42 +580,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     comparisons: list[Comparison] = []
+    sweeps: list[SweepPoint] = []
+    stages: list[StageBreakdown] = []
+    sections: list[str] = []
+
+    def section(text: str) -> None:
+        sections.append(text)
+        _emit(text)
+        _emit()
+
+    _emit(legend("legacy", mode.backend, mode.describe))
+    _emit()
     try:
-        for cfg in configs:
-            comparisons.append(_compare(cfg, plan, candidate, progress))
-        sweeps: list[SweepPoint] = []
+        for n, cfg in enumerate(configs, 1):
+            label = cfg.name if len(configs) == 1 else f"{cfg.name} (preset {n} of {len(configs)})"
+            comparisons.append(_compare(cfg, plan, candidate, progress, label))
+            section(format_comparison(comparisons[-1]))
+        if len(comparisons) > 1:
+            section(format_summary(comparisons))
         envs = args.envs_sweep or ([2, 4, 8, 16] if args.plot else None)
         cls = args.cl_sweep or ([8, 16, 32, 64] if args.plot else None)
         if envs:
             sweeps += _sweep(configs[0], "env_num", envs, plan, candidate, progress)
         if cls:
             sweeps += _sweep(configs[0], "context_length", cls, plan, candidate, progress)
-        stages: list[StageBreakdown] = []
-        if not args.baseline_only and args.stages:
+        if sweeps:
+            section(format_sweep(sweeps))
+        if mode.stages and args.stages:
             for cfg in configs:
-                progress.start(f"{cfg.name}: stages")
                 stage_steps = min(cfg.steps if steps is None else steps, _STAGE_STEPS)
-                stages.append(stage_breakdown(cfg, device, dtype, stage_steps))
+                bar = progress.start(
+                    f"{cfg.name}: zerokv stage by stage and the copy floor, "
+                    f"{_STAGE_ROUNDS} rounds x 2 backends x {stage_steps} steps"
+                )
+                stages.append(
+                    stage_breakdown(
+                        cfg, device, dtype, stage_steps, rounds=_STAGE_ROUNDS, progress=bar
+                    )
+                )
                 _release(device)
+            section(format_stages(stages))
     except ReplayMismatch as exc:
         _error(f"outputs differ from the legacy backend: {exc}")
         return 1
     except ValueError as exc:
         _error(str(exc))
         return 2
-
-    for cmp in comparisons:
-        _emit(format_comparison(cmp))
-        _emit()
-    if len(comparisons) > 1:
-        _emit(format_summary(comparisons))
-        _emit()
-    if sweeps:
-        _emit(format_sweep(sweeps))
-        _emit()
-    if stages:
-        _emit(format_stages(stages))
-        _emit()
     _emit(f"total wall time {time.perf_counter() - started:.1f} s")
 
     legacy_name = comparisons[0].legacy.backend
@@ -476,13 +641,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(args.json, doc)
         _emit(f"wrote {args.json}")
     if args.markdown:
-        sections = [format_comparison(cmp) for cmp in comparisons]
-        if len(comparisons) > 1:
-            sections.append(format_summary(comparisons))
-        if sweeps:
-            sections.append(format_sweep(sweeps))
-        if stages:
-            sections.append(format_stages(stages))
         plot_ref = None
         if args.plot:
             plot_ref = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
@@ -496,11 +654,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         _emit(f"wrote {args.markdown}")
     if args.plot:
+        bar = progress.start(f"writing the plot {args.plot}", unit="plot")
+        if bar is not None:
+            bar(0, 1)
         try:
-            write_plot(args.plot, sweeps, legacy_name=legacy_name, candidate_name=candidate_name)
+            write_plot(
+                args.plot,
+                sweeps,
+                legacy_name=legacy_name,
+                candidate_name=candidate_name,
+                device=str(device),
+                dtype=args.dtype,
+                steps=comparisons[0].legacy.steps,
+                repeats=comparisons[0].legacy.repeats,
+            )
         except PlotUnavailable as exc:
             _error(str(exc))
             return 2
+        if bar is not None:
+            bar(1, 1)
         _emit(f"wrote {args.plot}")
     return 0
 

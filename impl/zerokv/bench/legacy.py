@@ -1,7 +1,8 @@
 """A re-creation of UniZero's LEGACY KV-cache design: the benchmark's baseline and oracle.
 
-This module owns the legacy design as the seed report and the domain notes describe it,
-rebuilt from that description (no LightZero code):
+This module owns the legacy design as docs/background.md describes it (LightZero's
+UniZero world model before its cache manager), rebuilt from that description (no LightZero
+code):
 
 * per-slot cache objects shaped like LightZero's `KeysValues`: per layer a K and a V
   `LegacyLayerCache`, each a tensor (n, H, cl, d) plus an int size, tokens left-aligned,
@@ -236,6 +237,10 @@ class LegacyPool:
     def allocated_bytes(self) -> int:
         return sum(s.nbytes() for s in self._slots if s is not None)
 
+    def unallocated_slots(self) -> int:
+        """Slots whose tensors have not been allocated yet (never used)."""
+        return sum(1 for s in self._slots if s is None)
+
 
 class LegacyBackend:
     """The legacy three-system cache behind the benchmark's `CacheBackend` protocol.
@@ -363,6 +368,18 @@ class LegacyBackend:
 
     def stored_entries(self) -> int:
         return sum(len(p) for p in self._root_pools) + len(self._recurrent)
+
+    def steady_state_bytes(self) -> int:
+        """`storage_bytes` once every pool slot and staging slot is allocated and the batch
+        buffer of `env_num` rows exists: legacy allocates each on its first use, so a short
+        run holds only what it reached."""
+        entry = self._scratch.nbytes()
+        missing = sum(p.unallocated_slots() for p in self._root_pools)
+        missing += self._recurrent.unallocated_slots()
+        missing += sum(1 for s in self._staging if s is None)
+        if self.cfg.env_num not in self._batches:
+            missing += self.cfg.env_num
+        return self.storage_bytes() + missing * entry
 
     def host_reads(self) -> int:
         """Latents hashed on the host so far (one device->host read each on CUDA)."""

@@ -13,25 +13,38 @@ import json
 import os
 import platform
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from zerokv.bench.workload import ReplayResult, WorkloadConfig
 from zerokv.bench.zerokv_backend import STAGES, StageBreakdown
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = [
+    "MEMORY_NOTE",
+    "SYNC_NOTE",
     "Comparison",
     "PlotUnavailable",
     "SweepPoint",
     "build_document",
+    "comparison_notes",
     "format_bytes",
     "format_comparison",
+    "format_stages",
     "format_summary",
     "format_sweep",
+    "legend",
     "machine_info",
+    "plot_figure",
+    "versus",
     "write_json",
+    "write_markdown",
     "write_plot",
 ]
 
@@ -73,6 +86,16 @@ class Comparison:
             "peak_source": self.candidate.peak_source,
             "legacy_persistent_bytes": self.legacy.persistent_bytes,
             "zerokv_persistent_bytes": self.candidate.persistent_bytes,
+            "legacy_steady_state_bytes": self.legacy.steady_state_bytes,
+            "zerokv_steady_state_bytes": self.candidate.steady_state_bytes,
+            "ops_per_sim_step": {
+                "legacy": self.legacy.ops_per_sim_step,
+                "zerokv": self.candidate.ops_per_sim_step,
+            },
+            "ops_per_root_step": {
+                "legacy": self.legacy.ops_per_root_step,
+                "zerokv": self.candidate.ops_per_root_step,
+            },
             "legacy_syncs_per_sim_step": self.legacy.syncs_per_sim_step,
             "zerokv_syncs_per_sim_step": self.candidate.syncs_per_sim_step,
             "legacy_alloc_bytes_per_sim_step": self.legacy.alloc_bytes_per_sim_step,
@@ -126,10 +149,31 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
+def versus(
+    legacy: float | None,
+    candidate: float | None,
+    better: str = "less",
+    worse: str = "more",
+) -> str:
+    """How the candidate compares with legacy on a lower-is-better metric, in words.
+
+    ``legacy / candidate`` when that is >= 1 (``"1.65x faster"``: the candidate is better),
+    else ``candidate / legacy`` with `worse` (``"7.06x more"``). ``"same"`` for equal
+    values, ``"-"`` when either is unknown; a zero on one side is named (``"none vs 16"``:
+    the candidate has none, legacy 16).
+    """
+    if legacy is None or candidate is None:
         return "-"
-    return f"{a / b:.2f}x"
+    if legacy == candidate:
+        return "same"
+    if candidate == 0:
+        return f"none vs {legacy:g}"
+    if legacy == 0:
+        return f"{candidate:g} vs none"
+    ratio = legacy / candidate
+    if ratio >= 1:
+        return f"{ratio:.2f}x {better}"
+    return f"{1 / ratio:.2f}x {worse}"
 
 
 def _pct(x: float | None) -> str:
@@ -154,104 +198,231 @@ def _grid(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def format_comparison(cmp: Comparison) -> str:
-    """A per-metric table of one config: legacy, candidate, legacy/candidate."""
-    c, lg, cd = cmp.config, cmp.legacy, cmp.candidate
-    checked = f"checked {cmp.checked_steps} steps" if cmp.checked_steps else "not checked"
-    title = (
-        f"{c.name}: L{c.num_layers} H{c.num_heads} E{c.embed_dim} cl{c.context_length} "
-        f"B{c.env_num} N{c.num_simulations}; {lg.steps} steps x {lg.repeats} repeats; "
-        f"{lg.device} {lg.dtype}; {checked}"
-    )
-    rows: list[list[str]] = [
-        ["metric", lg.backend, cd.backend, "legacy/new"],
+#: Note marks of the comparison table; each note is printed under the table it belongs to.
+SYNC_NOTE = "[a]"
+MEMORY_NOTE = "[b]"
+OPS_NOTE = "[c]"
+
+
+#: Width of the notes and the legend (the tables are as wide as their columns).
+TEXT_WIDTH = 92
+
+
+def _note(mark: str, text: str, indent: int | None = None) -> str:
+    """`mark` then `text`, wrapped; continuation lines indented under the text (or by
+    `indent` spaces)."""
+    pad = len(mark) + 1 if indent is None else indent
+    return textwrap.fill(f"{mark} {text}", width=TEXT_WIDTH, subsequent_indent=" " * pad)
+
+
+def legend(legacy_name: str, candidate_name: str, candidate_description: str) -> str:
+    """What the columns of every table mean; printed once, before the first table."""
+    return "\n".join(
         [
-            "median ms / sim step",
+            _note(
+                f"{legacy_name}:",
+                "a re-creation of LightZero's original KV-cache design "
+                "(zerokv/bench/legacy.py), the baseline.",
+                indent=2,
+            ),
+            _note(f"{candidate_name}:", candidate_description + ".", indent=2),
+            _note(
+                f'"{candidate_name} vs {legacy_name}":',
+                f'how {candidate_name} compares, in words. "1.65x faster": legacy takes 1.65 '
+                f'times {candidate_name}\'s time; "7.06x more": {candidate_name} needs 7.06 '
+                "times legacy's bytes. Lower is better for every metric.",
+                indent=2,
+            ),
+        ]
+    )
+
+
+def comparison_notes(cmp: Comparison) -> list[str]:
+    """The notes under `cmp`'s table: the CPU caveat of the synchronisation count, and
+    what preallocation does to the memory figures (each only where it applies)."""
+    c, lg, cd = cmp.config, cmp.legacy, cmp.candidate
+    notes: list[str] = []
+    if lg.device.startswith("cpu") and lg.syncs_per_sim_step is not None:
+        notes.append(
+            _note(
+                SYNC_NOTE,
+                "host syncs on the CPU: counted are the operations that make the host wait "
+                f"for a GPU on CUDA ({lg.backend} hashes every latent on the host: one "
+                f"device->host read each). {cd.backend}'s CPU index reads its keys with "
+                "tolist(), which is free on the CPU and not counted: this figure says "
+                "nothing about CUDA, where zerokv's device index reads nothing back "
+                "(tests/test_sync_free.py).",
+            )
+        )
+    lg_full, cd_full = lg.steady_state_bytes, cd.steady_state_bytes
+    if (
+        lg_full is not None
+        and cd_full is not None
+        and cd.peak_bytes >= cd_full
+        and lg_full > lg.peak_bytes
+    ):
+        notes.append(
+            _note(
+                MEMORY_NOTE,
+                f"{cd.backend} allocates all {c.total_capacity:,} pool slots up front "
+                f"({format_bytes(cd_full)}); {lg.backend} allocates a slot on its first use "
+                f"and held {format_bytes(lg.peak_bytes)} at the peak of this "
+                f"{lg.steps}-step run. Its root pools fill after about {c.root_capacity} "
+                "collect steps (one root store per environment per step); from then on it "
+                f"holds {format_bytes(lg_full)} and {cd.backend} uses "
+                f'{versus(lg_full, cd_full)} (row "memory, all pools full").',
+            )
+        )
+    if lg.ops_per_sim_step is not None and cd.ops_per_sim_step is not None:
+        cpu = lg.device.startswith("cpu")
+        notes.append(
+            _note(
+                OPS_NOTE,
+                "torch ops dispatched in one instrumented step (each is a kernel launch on "
+                "CUDA, where at these sizes the step time follows the op count)"
+                + (
+                    f". On the CPU {cd.backend} uses its host index, which reads keys with "
+                    "tolist() instead of launching ops; its device index, the path CUDA "
+                    "takes, dispatches a fixed count per simulation step whatever B and the "
+                    "pool sizes (tests/test_op_budget.py)."
+                    if cpu
+                    else "."
+                ),
+            )
+        )
+    return notes
+
+
+def format_comparison(cmp: Comparison) -> str:
+    """A per-metric table of one config: legacy, candidate, and the candidate against
+    legacy in words (`versus`), with its notes underneath (`comparison_notes`)."""
+    c, lg, cd = cmp.config, cmp.legacy, cmp.candidate
+    title = (
+        f"{c.name}: L{c.num_layers} H{c.num_heads} E{c.embed_dim} cl{c.context_length}, "
+        f"B={c.env_num} environments, N={c.num_simulations} simulations, "
+        f"{c.total_capacity:,} pool slots\n"
+        f"  {lg.steps} collect steps x {lg.repeats} repeat{'' if lg.repeats == 1 else 's'} "
+        "per backend, "
+        f"{lg.device} {lg.dtype}\n  check: "
+        + (
+            f"outputs equal bit for bit on all {cmp.checked_steps} checked steps"
+            if cmp.checked_steps
+            else "outputs not checked (--no-check)"
+        )
+    )
+    cpu = lg.device.startswith("cpu")
+    sync_mark = f" {SYNC_NOTE}" if cpu else ""
+    notes = comparison_notes(cmp)
+    memory_mark = f" {MEMORY_NOTE}" if any(n.startswith(MEMORY_NOTE) for n in notes) else ""
+
+    def syncs(a: float | None, b: float | None) -> str:
+        return f"CPU: see {SYNC_NOTE}" if cpu else versus(a, b, "fewer", "more")
+
+    rows: list[list[str]] = [
+        ["metric", lg.backend, cd.backend, f"{cd.backend} vs {lg.backend}"],
+        [
+            "time / sim step (median ms)",
             _num(lg.sim_step_ms),
             _num(cd.sim_step_ms),
-            _ratio(lg.sim_step_ms, cd.sim_step_ms),
+            versus(lg.sim_step_ms, cd.sim_step_ms, "faster", "slower"),
         ],
         [
-            "median ms / root step",
+            "time / root step (median ms)",
             _num(lg.root_step_ms),
             _num(cd.root_step_ms),
-            _ratio(lg.root_step_ms, cd.root_step_ms),
+            versus(lg.root_step_ms, cd.root_step_ms, "faster", "slower"),
         ],
         [
-            "host syncs / sim step",
+            f"host syncs / sim step{sync_mark}",
             _num(lg.syncs_per_sim_step, 1),
             _num(cd.syncs_per_sim_step, 1),
-            "",
+            syncs(lg.syncs_per_sim_step, cd.syncs_per_sim_step),
         ],
         [
-            "host syncs / root step",
+            f"host syncs / root step{sync_mark}",
             _num(lg.syncs_per_root_step, 1),
             _num(cd.syncs_per_root_step, 1),
-            "",
+            syncs(lg.syncs_per_root_step, cd.syncs_per_root_step),
+        ],
+        [
+            "torch ops / sim step [c]",
+            _num(lg.ops_per_sim_step, 1),
+            _num(cd.ops_per_sim_step, 1),
+            versus(lg.ops_per_sim_step, cd.ops_per_sim_step, "fewer", "more"),
+        ],
+        [
+            "torch ops / root step [c]",
+            _num(lg.ops_per_root_step, 1),
+            _num(cd.ops_per_root_step, 1),
+            versus(lg.ops_per_root_step, cd.ops_per_root_step, "fewer", "more"),
         ],
         [
             "bytes allocated / sim step",
             format_bytes(lg.alloc_bytes_per_sim_step),
             format_bytes(cd.alloc_bytes_per_sim_step),
-            _ratio(lg.alloc_bytes_per_sim_step, cd.alloc_bytes_per_sim_step),
+            versus(lg.alloc_bytes_per_sim_step, cd.alloc_bytes_per_sim_step),
         ],
         [
             "allocations / sim step",
             _num(lg.allocations_per_sim_step, 1),
             _num(cd.allocations_per_sim_step, 1),
-            "",
+            versus(lg.allocations_per_sim_step, cd.allocations_per_sim_step, "fewer", "more"),
         ],
         [
-            f"peak memory ({lg.peak_source})",
+            f"memory, peak of this run{memory_mark}",
             format_bytes(lg.peak_bytes),
             format_bytes(cd.peak_bytes),
-            _ratio(lg.peak_bytes, cd.peak_bytes),
+            versus(lg.peak_bytes, cd.peak_bytes),
         ],
         [
-            "persistent storage",
-            format_bytes(lg.persistent_bytes),
-            format_bytes(cd.persistent_bytes),
-            _ratio(lg.persistent_bytes, cd.persistent_bytes),
+            f"memory, all pools full{memory_mark}",
+            format_bytes(lg.steady_state_bytes),
+            format_bytes(cd.steady_state_bytes),
+            versus(lg.steady_state_bytes, cd.steady_state_bytes),
         ],
-        ["stored entries", str(lg.stored_entries), str(cd.stored_entries), ""],
+        ["entries stored at the end", str(lg.stored_entries), str(cd.stored_entries), ""],
         [
-            "storage / stored entry",
-            format_bytes(lg.bytes_per_stored_entry),
-            format_bytes(cd.bytes_per_stored_entry),
-            "",
-        ],
-        [
-            "storage / capacity slot",
+            "storage / pool slot",
             format_bytes(lg.bytes_per_capacity_slot),
             format_bytes(cd.bytes_per_capacity_slot),
             "",
         ],
         [
-            "payload / entry (2*L*cl*E*size)",
+            "payload / entry (2*L*cl*E*itemsize)",
             format_bytes(lg.entry_payload_bytes),
             format_bytes(cd.entry_payload_bytes),
             "",
         ],
         [
-            "root step hits root/miss",
+            "root step: hits root/miss",
             _rates(lg, ("root_step.root", "root_step.miss")),
             _rates(cd, ("root_step.root", "root_step.miss")),
             "",
         ],
         [
-            "sim step hits root/recur/miss",
+            "sim step: hits root/recurrent/miss",
             _rates(lg, ("sim_step.root", "sim_step.recurrent", "sim_step.miss")),
             _rates(cd, ("sim_step.root", "sim_step.recurrent", "sim_step.miss")),
             "",
         ],
     ]
-    return title + "\n" + _grid(rows)
+    return "\n".join([title, _grid(rows), *notes])
 
 
 def format_summary(comparisons: Sequence[Comparison]) -> str:
-    """One line per config: times, speedup, syncs, allocations, peak memory."""
+    """One line per config: time per simulation step and memory with all pools full."""
+    first = comparisons[0]
+    lg_name, cd_name = first.legacy.backend, first.candidate.backend
     rows: list[list[str]] = [
-        ["config", "legacy ms", "new ms", "speedup", "syncs L/N", "alloc/step L/N", "peak L/N"],
+        [
+            "config",
+            f"{lg_name} ms/sim step",
+            f"{cd_name} ms/sim step",
+            f"time: {cd_name} vs {lg_name}",
+            f"{lg_name}, pools full",
+            f"{cd_name}, pools full",
+            f"memory: {cd_name} vs {lg_name}",
+        ],
     ]
     for cmp in comparisons:
         lg, cd = cmp.legacy, cmp.candidate
@@ -260,19 +431,20 @@ def format_summary(comparisons: Sequence[Comparison]) -> str:
                 cmp.config.name,
                 _num(lg.sim_step_ms),
                 _num(cd.sim_step_ms),
-                f"{cmp.speedup:.2f}x",
-                f"{_num(lg.syncs_per_sim_step, 1)}/{_num(cd.syncs_per_sim_step, 1)}",
-                f"{format_bytes(lg.alloc_bytes_per_sim_step)}/"
-                f"{format_bytes(cd.alloc_bytes_per_sim_step)}",
-                f"{format_bytes(lg.peak_bytes)}/{format_bytes(cd.peak_bytes)}",
+                versus(lg.sim_step_ms, cd.sim_step_ms, "faster", "slower"),
+                format_bytes(lg.steady_state_bytes),
+                format_bytes(cd.steady_state_bytes),
+                versus(lg.steady_state_bytes, cd.steady_state_bytes),
             ]
         )
-    return _grid(rows)
+    return "summary (medians; memory with every pool slot in use)\n" + _grid(rows)
 
 
 def format_sweep(points: Sequence[SweepPoint]) -> str:
     """The sweep measurements as a table."""
-    rows: list[list[str]] = [["config", "axis", "value", "legacy ms", "new ms", "speedup"]]
+    rows: list[list[str]] = [
+        ["config", "axis", "value", "legacy ms/sim step", "zerokv ms/sim step", "zerokv vs legacy"]
+    ]
     for p in points:
         rows.append(
             [
@@ -281,15 +453,30 @@ def format_sweep(points: Sequence[SweepPoint]) -> str:
                 str(p.value),
                 _num(p.legacy_ms),
                 _num(p.candidate_ms),
-                _ratio(p.legacy_ms, p.candidate_ms),
+                versus(p.legacy_ms, p.candidate_ms, "faster", "slower"),
             ]
         )
-    return _grid(rows)
+    return "sweeps (median time per simulation step)\n" + _grid(rows)
+
+
+def _floors(x: float | None, floor: float | None) -> str:
+    if x is None or floor is None or floor <= 0:
+        return "-"
+    return f"{x / floor:.2f} floors"
 
 
 def format_stages(breakdowns: Sequence[StageBreakdown]) -> str:
-    """zerokv's simulation step by stage (median us), the copy floor and legacy / floor."""
-    head = ["config", *STAGES, "sum", "copy floor", "legacy", "legacy/floor"]
+    """zerokv's simulation step by stage (median us), the copy floor, and both steps
+    measured in copy floors."""
+    head = [
+        "config",
+        *STAGES,
+        "zerokv sum",
+        "copy floor",
+        "legacy",
+        "zerokv step",
+        "legacy step",
+    ]
     rows: list[list[str]] = [head]
     for b in breakdowns:
         rows.append(
@@ -299,13 +486,28 @@ def format_stages(breakdowns: Sequence[StageBreakdown]) -> str:
                 _num(b.total_us, 0),
                 _num(b.floor_us, 0),
                 _num(b.legacy_us, 0),
-                _ratio(b.legacy_us, b.floor_us),
+                _floors(b.total_us, b.floor_us),
+                _floors(b.legacy_us, b.floor_us),
             ]
         )
-    return (
-        "zerokv sim step by stage, copy floor (index_select of the B entries a step reads +\n"
-        "index_copy_ of B entries) and legacy's sim step: median us over 3 rounds of a short\n"
-        "replay of each, measured together\n" + _grid(rows)
+    shape = ""
+    if breakdowns and breakdowns[0].rounds:
+        shape = f"{breakdowns[0].rounds} rounds of a {breakdowns[0].steps}-step replay of each"
+    else:
+        shape = "a short replay of each"
+    return "\n".join(
+        [
+            f"zerokv's simulation step stage by stage (median us; {shape}, measured together)",
+            _grid(rows),
+            _note(
+                "  ",
+                "copy floor: one index_select of the B entries a step reads plus one "
+                "index_copy_ of B entries, the least data movement of any design that "
+                'gathers a batch and stores it back. "legacy step" in floors is the most '
+                "any such design could gain over legacy on this machine; it is not zerokv's "
+                'speedup ("time / sim step" is).',
+            ),
+        ]
     )
 
 
@@ -368,15 +570,20 @@ def write_json(path: str | os.PathLike[str], doc: dict[str, object]) -> None:
     target.write_text(json.dumps(clean(doc), indent=2) + "\n", encoding="utf-8")
 
 
-def write_plot(
-    path: str | os.PathLike[str],
+def plot_figure(
     points: Sequence[SweepPoint],
     *,
     legacy_name: str = "legacy",
     candidate_name: str = "zerokv",
-) -> None:
-    """A PNG with two panels: time per sim step vs number of environments and vs context
-    length, one line per backend. Raises `PlotUnavailable` without matplotlib."""
+    device: str = "cpu",
+    dtype: str = "float32",
+    steps: int | None = None,
+    repeats: int | None = None,
+) -> Figure:
+    """The sweeps' figure: time per sim step vs number of environments and vs context
+    length, one line per backend, y axes from 0, a red cross on every point where the
+    candidate is slower than legacy; the title names the preset, device and dtype. Raises
+    `PlotUnavailable` without matplotlib."""
     try:
         import matplotlib
 
@@ -388,23 +595,68 @@ def write_plot(
         ) from exc
 
     panels = (("env_num", "number of environments B"), ("context_length", "context length cl"))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    presets = sorted({p.config for p in points}) or ["no sweep"]
+    run = f"; {steps} steps x {repeats} repeats" if steps and repeats else ""
+    fig.suptitle(
+        f"{', '.join(presets)}: median time per simulation step, {device} {dtype}{run}"
+        f" (lower is better)"
+    )
     for ax, (axis, label) in zip(axes, panels, strict=True):
         mine = sorted((p for p in points if p.axis == axis), key=lambda p: p.value)
         if mine:
             xs = [p.value for p in mine]
             ax.plot(xs, [p.legacy_ms for p in mine], "o-", label=legacy_name)
             ax.plot(xs, [p.candidate_ms for p in mine], "s-", label=candidate_name)
+            slower = [p for p in mine if p.candidate_ms > p.legacy_ms]
+            if slower:
+                ax.plot(
+                    [p.value for p in slower],
+                    [p.candidate_ms for p in slower],
+                    "x",
+                    color="red",
+                    markersize=12,
+                    markeredgewidth=2.5,
+                    linestyle="none",
+                    label=f"{candidate_name} slower",
+                )
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [str(x) for x in xs])
-            ax.set_title(f"{mine[0].config}: time per sim step vs {axis}")
+            ax.set_title(f"vs {label} ({mine[0].config})")
             ax.legend()
         else:
             ax.set_title(f"no {axis} sweep")
+        ax.set_ylim(bottom=0)
         ax.set_xlabel(label)
         ax.set_ylabel("median ms per sim step")
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def write_plot(
+    path: str | os.PathLike[str],
+    points: Sequence[SweepPoint],
+    *,
+    legacy_name: str = "legacy",
+    candidate_name: str = "zerokv",
+    device: str = "cpu",
+    dtype: str = "float32",
+    steps: int | None = None,
+    repeats: int | None = None,
+) -> None:
+    """Write `plot_figure` as a PNG (its folder is created)."""
+    fig = plot_figure(
+        points,
+        legacy_name=legacy_name,
+        candidate_name=candidate_name,
+        device=device,
+        dtype=dtype,
+        steps=steps,
+        repeats=repeats,
+    )
+    import matplotlib.pyplot as plt
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=120)
@@ -414,12 +666,14 @@ def write_plot(
 _METHOD = """\
 ## Method
 
-`python -m zerokv.bench` replays UniZero's KV-cache workload (section 9 of the domain notes:
-root lookups and stores for B environments, then N simulations per step whose parents a
-seeded PUCT-like policy picks, batch assembly with unequal sizes, the window rule with a
-correction table, the clearing schedule) through two backends fed identical, seeded inputs:
+`python -m zerokv.bench` replays UniZero's KV-cache workload
+([background](background.md#the-replay): root lookups and stores for B environments, then
+N simulations per step whose parents a seeded PUCT-like policy picks, batch assembly with
+unequal sizes, the window rule with a correction table, the clearing schedule) through two
+backends fed identical, seeded inputs:
 
-* **legacy** - a re-creation of LightZero's design from the seed document: per-slot cache
+* **legacy** - a re-creation of the cache design of LightZero's UniZero world model before
+  its cache manager ([background](background.md#the-legacy-design)): per-slot cache
   objects with per-layer K/V tensors, dicts key -> slot plus reverse lists, per-layer copy
   loops, per-environment host hashing (xxh64), a clone of every hit, per-layer pad + stack
   assembly and per-layer slicing on split (`zerokv/bench/legacy.py`);
@@ -447,10 +701,12 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
 * **The copy floor, and the 10x CPU target.** The copy floor is the least data movement
   of any design that gathers a step's entries into a batch and stores the batch back:
   one `index_select` of the `B` entries plus one `index_copy_` of `B` entries, with no
-  hashing, bookkeeping, window rule or padding. `legacy/floor` is therefore the most any
-  such design could gain over legacy on the machine measured. Where it is near 10x (the
-  Atari config on a CPU), a 10x speedup would need the whole step, hashing and lookup
-  included, to cost no more than that copy; zerokv's step costs several copies' worth
+  hashing, bookkeeping, window rule or padding. The stage table gives both steps in copy
+  floors: "legacy step" in floors is therefore the most any such design could gain over
+  legacy on the machine measured (it is not zerokv's speedup; "time / sim step" is).
+  Where it is near 10 (the Atari config on a CPU), a 10x speedup would need the whole
+  step, hashing and lookup included, to cost no more than that copy; zerokv's step costs
+  several floors
   (its two hashes alone cost about one), so it does not reach 10x there. Where entries
   are small (CartPole) the floor is far below legacy's time and zerokv's per-call
   overhead decides the ratio. The design targets GPUs, where legacy pays a device-to-host
@@ -470,13 +726,16 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
   instrumented, and under `torch.cuda.set_sync_debug_mode("error")` where a GPU exists.
 * **Memory.** zerokv allocates its slab once, for every slot of LightZero's pool sizes
   (root pools of `min(max_cache_size, max(256, 2N))` slots per environment), so its storage
-  is flat from the first step and its storage per capacity slot equals the payload
+  is flat from the first step and its storage per pool slot equals the payload
   `2 * L * cl * E * itemsize` (plus two spare slots per slab and an 8-byte length per
-  slot): no per-entry object, no per-layer tensor, no slack. "storage / stored entry"
-  divides the storage by the entries held at the end of the run, so for zerokv it is the
-  payload times capacity / entries, the payload once the pools are full. Legacy allocates
-  slots lazily and so holds less while its rings are not yet full. A user who does not
-  need 256 root slots per environment sets `root_capacity` lower.
+  slot): no per-entry object, no per-layer tensor, no slack. Legacy allocates a slot on
+  its first use, so in a short run it holds only the slots the run reached: "memory, peak
+  of this run" then shows zerokv needing several times legacy's memory. That is not the
+  steady state: legacy's root pools fill after about `root_capacity` collect steps (one
+  root store per environment per step; 256 for every preset) and its recurrent pool within
+  the first step, and "memory, all pools full" shows both backends then, where zerokv
+  needs slightly less than legacy (no staging copies). A user who does not need 256 root
+  slots per environment sets `root_capacity` lower.
 """
 
 

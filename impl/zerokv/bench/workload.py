@@ -2,12 +2,12 @@
 
 This module owns the benchmark's contract and driver:
 
-* `WorkloadConfig` and the presets of the domain notes (section 1), with the legacy pool
-  sizes (section 3) derived from them;
+* `WorkloadConfig` and the presets of UniZero's configurations (docs/background.md), with
+  LightZero's pool sizes derived from them;
 * the `CacheBackend` protocol that both the legacy re-creation (`zerokv.bench.legacy`) and
   zerokv's benchmark adapter implement, with `StepOutput`, the batch a backend hands to the
   transformer;
-* `replay`, which drives a backend through the collect workload of section 9 (root steps,
+* `replay`, which drives a backend through the collect workload (docs/background.md: root steps,
   per-environment search trees, recurrent re-stores, episode ends, periodic full clears) with
   every random input drawn from one seeded generator, optionally checks every output against
   a second backend (`ReplayMismatch`), and measures time, host synchronisations, allocations,
@@ -41,6 +41,7 @@ __all__ = [
     "HostReadReporter",
     "ReplayMismatch",
     "ReplayResult",
+    "SteadyStateReporter",
     "StepOutput",
     "WorkloadConfig",
     "canonical_rows",
@@ -180,8 +181,8 @@ PRESETS: dict[str, WorkloadConfig] = {
         env_num=8,
         num_simulations=25,
     ),
-    # The domain notes give "~102" for the long-context Memory config; 102 is even as cl
-    # must be.
+    # UniZero's long-context Memory config has a context of about 102 tokens; 102 is even,
+    # as cl must be.
     "memory": WorkloadConfig(
         name="memory",
         num_layers=4,
@@ -291,6 +292,20 @@ class HostReadReporter(Protocol):
     """
 
     def host_reads(self) -> int: ...
+
+
+@runtime_checkable
+class SteadyStateReporter(Protocol):
+    """Optional: a backend that can say what it holds once every pool slot is in use.
+
+    `steady_state_bytes` is what `storage_bytes` would be after a run long enough to fill
+    every slot of every pool (and every other buffer the backend keeps). A backend that
+    allocates everything up front returns its `storage_bytes`; one that allocates a slot on
+    first use adds the slots not yet allocated. The report shows it beside the short run's
+    peak, which for such a backend counts only the slots a short run reached.
+    """
+
+    def steady_state_bytes(self) -> int: ...
 
 
 # --------------------------------------------------------------------------- checking
@@ -479,8 +494,10 @@ class ReplayResult:
     run after the timed steps of the first repeat (None when `instrument=False`).
     `peak_bytes` is `torch.cuda.max_memory_allocated` above the non-backend baseline on CUDA
     (`peak_source="cuda.max_memory_allocated"`) and the largest `storage_bytes()` sampled
-    between steps on CPU (`peak_source="storage_bytes"`). Hit counts are the first repeat's
-    timed steps, split by phase.
+    between steps on CPU (`peak_source="storage_bytes"`); both are the largest over the
+    repeats. `steady_state_bytes` is the backend's storage with every pool slot in use
+    (None when the backend cannot say, see `SteadyStateReporter`). Hit counts are the first
+    repeat's timed steps, split by phase.
     """
 
     backend: str
@@ -506,6 +523,10 @@ class ReplayResult:
     root_phase_hits: dict[str, int]
     sim_phase_hits: dict[str, int]
     checked_steps: int
+    steady_state_bytes: int | None = None
+    #: torch ops dispatched per step in the instrumented step (each a kernel launch on CUDA).
+    ops_per_sim_step: float | None = None
+    ops_per_root_step: float | None = None
 
     @property
     def bytes_per_stored_entry(self) -> float | None:
@@ -759,7 +780,10 @@ def replay(
         return sum(values) / calls if calls else None
 
     syncs_sim = syncs_root = alloc_sim = alloc_root = allocs_sim = None
+    ops_sim = ops_root = None
     if counts is not None:
+        ops_sim = per_call([c.ops for c in counts.sims], len(counts.sims))
+        ops_root = float(counts.root.ops)
         # On CPU no op can reveal a host read; on CUDA the dispatch mode already saw it.
         add_reads = not is_cuda
         n_sims = len(counts.sims)
@@ -795,6 +819,11 @@ def replay(
         root_phase_hits=dict(first.root_hits),
         sim_phase_hits=dict(first.sim_hits),
         checked_steps=checked_steps,
+        steady_state_bytes=(
+            backend.steady_state_bytes() if isinstance(backend, SteadyStateReporter) else None
+        ),
+        ops_per_sim_step=ops_sim,
+        ops_per_root_step=ops_root,
     )
     _log.info(
         "%s/%s: %.4f ms per sim step (repeats %s)",
@@ -812,7 +841,8 @@ def merge_results(results: Sequence[ReplayResult]) -> ReplayResult:
     """Combine replays of one backend and workload made one after another (for example
     interleaved with another backend's to share the machine's background load) as if they
     were the repeats of one replay. Instrumented counts, hit counts and `checked_steps` come
-    from the first result that has them; peak is the largest, storage the last."""
+    from the first result that has them; peak is the largest, storage (and steady state)
+    the last."""
     if not results:
         raise ValueError("nothing to merge")
     first, last = results[0], results[-1]
@@ -829,6 +859,7 @@ def merge_results(results: Sequence[ReplayResult]) -> ReplayResult:
         root_step_ms=statistics.median(r.root_step_ms for r in results),
         peak_bytes=max(r.peak_bytes for r in results),
         persistent_bytes=last.persistent_bytes,
+        steady_state_bytes=last.steady_state_bytes,
         stored_entries=last.stored_entries,
         root_phase_hits=first.root_phase_hits,
         sim_phase_hits=first.sim_phase_hits,

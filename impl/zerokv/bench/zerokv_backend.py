@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -71,7 +71,7 @@ class ZeroKVBackend:
         batch.kv[:, :, :, :, -t:, :] = new
         column = batch.kv[:, :, :, :, -t - 1 : -t, :]
         column.copy_(torch.where(miss.view(1, 1, -1, 1, 1, 1), fresh, column))
-        return Batch(batch.kv, batch.lengths.masked_fill(miss, t + 1))
+        return batch.with_length(miss, t + 1)
 
     def root_step(
         self,
@@ -166,6 +166,10 @@ class ZeroKVBackend:
     def stored_entries(self) -> int:
         return self.manager.stored_entries()
 
+    def steady_state_bytes(self) -> int:
+        """The slab is allocated whole when the manager is built: no later growth."""
+        return self.manager.storage_bytes
+
 
 # --------------------------------------------------------------------------- stages
 
@@ -214,6 +218,8 @@ class StageBreakdown:
     floor_us: float
     legacy_us: float
     batch_bytes: int
+    steps: int = 0
+    rounds: int = 0
 
 
 def _floor_seconds(slab: Slab, rows: int, seed: int, reps: int) -> tuple[list[float], int]:
@@ -246,24 +252,39 @@ def stage_breakdown(
     steps: int,
     rounds: int = 3,
     floor_reps: int = 20,
+    progress: Callable[[int, int], None] | None = None,
 ) -> StageBreakdown:
     """`rounds` rounds of: a `steps`-step replay through `StagedZeroKVBackend`, the same
     replay through `LegacyBackend`, and `floor_reps` timings of the copy floor. Medians
-    over every round."""
+    over every round. `progress(done, total)` counts the replayed collect steps
+    (`2 * rounds * steps` in all)."""
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     floor: list[float] = []
     legacy: list[float] = []
     nbytes = 0
+    total = 2 * rounds * steps
+    done = 0
+
+    def tick(step_done: int, _step_total: int) -> None:
+        if progress is not None:
+            progress(done + step_done, total)
+
     for r in range(rounds):
         staged = StagedZeroKVBackend(cfg, device, dtype)
-        replay(staged, cfg, device=device, dtype=dtype, steps=steps, instrument=False)
+        replay(
+            staged, cfg, device=device, dtype=dtype, steps=steps, instrument=False, progress=tick
+        )
+        done += steps
         for stage, values in staged.stages.items():
             samples[stage] += values
         times, nbytes = _floor_seconds(staged.manager.slab, cfg.env_num, cfg.seed + r, floor_reps)
         floor += times
         del staged
         base = LegacyBackend(cfg, device, dtype)
-        result = replay(base, cfg, device=device, dtype=dtype, steps=steps, instrument=False)
+        result = replay(
+            base, cfg, device=device, dtype=dtype, steps=steps, instrument=False, progress=tick
+        )
+        done += steps
         legacy.append(result.sim_step_ms * 1e3)
         del base
     stages = {s: statistics.median(v) * 1e6 for s, v in samples.items() if v}
@@ -274,4 +295,6 @@ def stage_breakdown(
         floor_us=statistics.median(floor) * 1e6,
         legacy_us=statistics.median(legacy),
         batch_bytes=nbytes,
+        steps=steps,
+        rounds=rounds,
     )

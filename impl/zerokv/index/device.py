@@ -46,6 +46,7 @@ Host-level queries (``size``, ``slot_of``, ``key_at``, ``eviction_order``, ``sta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -83,12 +84,25 @@ _NEG = -(1 << 62)  # "never inserted": below any insertion number, no overflow w
 
 @dataclass(frozen=True)
 class _PoolRows:
-    """Rows mapped onto this index's pools: pool id, key and fingerprint per row."""
+    """Rows mapped onto this index's pools: pool id, key and fingerprint per row, and
+    ``first`` (``pool_ids * capacity``: the flat element of each row's slot 0)."""
 
     pool_ids: torch.Tensor
+    first: torch.Tensor
     keys: torch.Tensor
     fingerprints: torch.Tensor | None
     has_fingerprint: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class _RowMap:
+    """What a tuple of env ids maps to in one index (device tensors, cached per tuple):
+    each row's pool, its slot 0's flat element, and its env's key / fingerprint tags."""
+
+    pool_ids: torch.Tensor
+    first: torch.Tensor
+    key_tag: torch.Tensor | None
+    fingerprint_tag: torch.Tensor | None
 
 
 @dataclass
@@ -126,10 +140,28 @@ class SlotIndex:
         self.stats = torch.zeros(
             self.num_pools, len(STATS_FIELDS), dtype=torch.int64, device=self.device
         )
-        self._arange_cache: dict[int, torch.Tensor] = {}
+        #: Counts not yet added to ``stats`` (``_fold``): per batched get, the rows' pools
+        #: and their queried / hit / collision flags; per put, pools, inserted and evicted.
+        #: Keeping the flags the operation computed anyway costs no tensor operation; a
+        #: reader of the statistics (or the 32nd pending batch) folds them in at once.
+        self._pending_gets: list[
+            tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]
+        ] = []
+        self._pending_puts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._pair_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._map_cache: dict[tuple[int, ...], _RowMap] = {}
+        #: Rows stored into each pool since it was last cleared (host counts): a bound on
+        #: the insertions there, which tells FIFO puts when the ring cannot wrap.
+        self.stored_since_clear = [0] * self.num_pools
         self._tags: tuple[torch.Tensor, torch.Tensor] | None = None
         if region.bound_envs is not None:
             self._tags = env_tags(region.bound_envs, self.device)
+        # Views kept once (a view costs an operation each time it is made); the state
+        # tensors are only ever written in place, so the views stay theirs.
+        self._keys_grid = self._grid(self.keys)
+        self._occupied_grid = self._grid(self.occupied)
+        self._trash = torch.tensor(self.trash, device=self.device)
+        self._slab_trash = torch.tensor(region.trash, device=self.device)
         self.reset_policy(None)
 
     # ------------------------------------------------------------------ helpers
@@ -137,33 +169,45 @@ class SlotIndex:
         """The ``[num_pools, capacity]`` view of a flat per-slot tensor (no trash)."""
         return flat[: self.trash].view(self.num_pools, self.capacity)
 
-    def _arange(self, n: int) -> torch.Tensor:
-        t = self._arange_cache.get(n)
-        if t is None:
-            t = torch.arange(n, device=self.device)
-            self._arange_cache[n] = t
-        return t
-
     def _pool_range(self, pool_id: int | None) -> slice:
         if pool_id is None:
             return slice(0, self.trash)
         self.check_pool_id(pool_id)
         return slice(pool_id * self.capacity, (pool_id + 1) * self.capacity)
 
+    def _row_map(self, env_ids: tuple[int, ...]) -> _RowMap:
+        """``_RowMap`` of ``env_ids`` (built on the host, cached: a batch's env ids rarely
+        change, so the hot path spends no operation on pools or tags)."""
+        found = self._map_cache.get(env_ids)
+        if found is None:
+            pools = (0,) * len(env_ids) if self.region.shared else env_ids
+            pool_ids = torch.tensor(pools, dtype=torch.int64)
+            first = pool_ids * self.capacity
+            key_tag = fp_tag = None
+            if self._tags is not None:
+                envs = torch.tensor(env_ids, dtype=torch.int64).to(self.device)
+                key_tag = self._tags[0].index_select(0, envs)
+                fp_tag = self._tags[1].index_select(0, envs)
+            found = _RowMap(pool_ids.to(self.device), first.to(self.device), key_tag, fp_tag)
+            if len(self._map_cache) < 64:
+                self._map_cache[env_ids] = found
+        return found
+
     def _pool_rows(self, rows: Rows) -> _PoolRows:
         """Each row's pool (its env id, or 0 in a shared region) and its (bound) key."""
-        envs = rows.env_tensor
-        pool_ids = torch.zeros_like(envs) if self.region.shared else envs
-        if self._tags is None:
-            return _PoolRows(pool_ids, rows.keys, rows.fingerprints, rows.has_fingerprint)
-        key_tags, fp_tags = self._tags
+        mapped = self._row_map(rows.env_ids)
+        if mapped.key_tag is None or mapped.fingerprint_tag is None:
+            return _PoolRows(
+                mapped.pool_ids, mapped.first, rows.keys, rows.fingerprints, rows.has_fingerprint
+            )
         # Bound to the env: every row carries a fingerprint (a missing one counts as 0).
         given = rows.fingerprints
         if given is not None and rows.has_fingerprint is not None:
             given = given * rows.has_fingerprint
-        tag = fp_tags.index_select(0, envs)
+        tag = mapped.fingerprint_tag
         bound = tag if given is None else given ^ tag
-        return _PoolRows(pool_ids, rows.keys ^ key_tags.index_select(0, envs), bound, None)
+        keys = rows.keys ^ mapped.key_tag
+        return _PoolRows(mapped.pool_ids, mapped.first, keys, bound, None)
 
     def _pool_key(self, env_id: int, key: int) -> tuple[int, int]:
         """The pool and stored key of one row (host values)."""
@@ -187,35 +231,58 @@ class SlotIndex:
         self, pool_ids: torch.Tensor, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row: is the key stored in its pool, and in which slot (0 when not)."""
-        stored = self._grid(self.keys).index_select(0, pool_ids)
-        live = self._grid(self.occupied).index_select(0, pool_ids)
+        stored = self._keys_grid.index_select(0, pool_ids)
+        live = self._occupied_grid.index_select(0, pool_ids)
         match = (stored == keys.unsqueeze(1)) & live
         return match.any(dim=1), match.to(torch.int8).argmax(dim=1)
 
-    def _count(self, pool_ids: torch.Tensor, columns: slice, counts: list[torch.Tensor]) -> None:
-        self.stats[:, columns].index_add_(0, pool_ids, torch.stack(counts, dim=1).long())
+    _FOLD_AFTER = 32
 
-    def _pairs(self, pool_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, B]``: same pool and earlier row (``[i, j]``: row j before row i), same pool."""
-        idx = self._arange(pool_ids.shape[0])
-        same_pool = pool_ids.unsqueeze(1) == pool_ids.unsqueeze(0)
-        return same_pool & (idx.unsqueeze(0) < idx.unsqueeze(1)), same_pool
+    def _fold(self) -> None:
+        """Add the pending counts to ``stats`` (a few operations for any number pending)."""
+        if self._pending_gets:
+            pools = torch.cat([g[0] for g in self._pending_gets])
+            hit = torch.cat([g[2] for g in self._pending_gets])
+            collision = torch.cat([g[3] for g in self._pending_gets])
+            queried = torch.cat(
+                [torch.ones_like(g[2]) if g[1] is None else g[1] for g in self._pending_gets]
+            )
+            counts = torch.stack([queried, hit, queried & ~hit, collision], dim=1)
+            self.stats[:, 0:4].index_add_(0, pools, counts.long())
+            self._pending_gets.clear()
+        if self._pending_puts:
+            pools = torch.cat([p[0] for p in self._pending_puts])
+            inserted = torch.cat([p[1] for p in self._pending_puts])
+            evicted = torch.cat([p[2] for p in self._pending_puts])
+            counts = torch.stack([inserted, ~inserted, evicted], dim=1)
+            self.stats[:, 4:7].index_add_(0, pools, counts.long())
+            self._pending_puts.clear()
 
-    def _last_writers(
-        self, pool_ids: torch.Tensor, slot: torch.Tensor, same_pool: torch.Tensor
-    ) -> torch.Tensor:
-        """Flat write targets: a row's slot, or trash when a later row writes that slot."""
-        idx = self._arange(pool_ids.shape[0])
-        later = same_pool & (idx.unsqueeze(0) > idx.unsqueeze(1))
-        superseded = (later & (slot.unsqueeze(0) == slot.unsqueeze(1))).any(dim=1)
-        flat = pool_ids * self.capacity + slot
-        return torch.where(superseded, torch.full_like(flat, self.trash), flat)
+    def _pend(self) -> None:
+        if len(self._pending_gets) + len(self._pending_puts) >= self._FOLD_AFTER:
+            self._fold()
 
-    def _slab_slots(self, flat: torch.Tensor) -> torch.Tensor:
-        """Local flat elements as slab slots (the trash element -> the slab's trash slot)."""
-        region = self.region
-        trash = torch.full_like(flat, region.trash)
-        return torch.where(flat == self.trash, trash, flat + region.base)
+    def _pools_of(self, rows: Rows) -> tuple[int, ...]:
+        """Each row's pool as host ints (env ids are host values)."""
+        return (0,) * rows.count if self.region.shared else rows.env_ids
+
+    def _pairs(self, pools: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, B]`` masks of the same pool: ``[i, j]`` true when row ``j`` comes before
+        (first mask) / after (second mask) row ``i``.
+
+        Built from the host pool ids and cached per pattern: a batch's pools rarely change.
+        """
+        pairs = self._pair_cache.get(pools)
+        if pairs is None:
+            ids = torch.tensor(pools, dtype=torch.int64)
+            idx = torch.arange(len(pools))
+            same_pool = ids.unsqueeze(1) == ids.unsqueeze(0)
+            before = same_pool & (idx.unsqueeze(0) < idx.unsqueeze(1))
+            after = same_pool & (idx.unsqueeze(0) > idx.unsqueeze(1))
+            pairs = (before.to(self.device), after.to(self.device))
+            if len(self._pair_cache) < 64:
+                self._pair_cache[pools] = pairs
+        return pairs
 
     # ------------------------------------------------------------------ lookups
     def _get(
@@ -227,17 +294,17 @@ class SlotIndex:
         if rows.fingerprints is None:
             hit, collision = found, torch.zeros_like(found)
         else:
-            flat = rows.pool_ids * self.capacity + slot
+            flat = rows.first + slot
             stored_fp = self.fingerprints.index_select(0, flat)
             verified = self.has_fingerprint.index_select(0, flat) & (stored_fp == rows.fingerprints)
             if rows.has_fingerprint is not None:
                 verified = verified | ~rows.has_fingerprint
             hit, collision = found & verified, found & ~verified
-        queried = torch.ones_like(found) if active is None else active
         if active is not None:
             hit, collision = hit & active, collision & active
         if count:
-            self._count(rows.pool_ids, slice(0, 4), [queried, hit, queried & ~hit, collision])
+            self._pending_gets.append((rows.pool_ids, active, hit, collision))
+            self._pend()
             self.on_hits(rows.pool_ids, slot, hit)
         return hit, collision, slot
 
@@ -255,7 +322,7 @@ class SlotIndex:
             assert isinstance(found, DeviceFound)
             active = ~found.hit
         hit, collision, slot = self._get(pool_rows, active, True)
-        flat = self.region.base + pool_rows.pool_ids * self.capacity + slot
+        flat = self.region.base + pool_rows.first + slot
         code = int(self.region.tier)
         if found is None:
             miss = torch.full_like(slot, -1)
@@ -288,38 +355,46 @@ class SlotIndex:
         self.check_priorities(rows)
         pool_rows = self._pool_rows(rows)
         pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
-        fingerprint_t = (
-            torch.zeros_like(keys) if pool_rows.fingerprints is None else pool_rows.fingerprints
-        )
-        has_fingerprint_t = pool_rows.has_fingerprint
-        if has_fingerprint_t is None:
-            has_fingerprint_t = torch.full_like(
-                keys, pool_rows.fingerprints is not None, dtype=torch.bool
-            )
-        before, same_pool = self._pairs(pool_ids)
-        slot, evicted, evicted_mask, inserted = self.resolve_put(pool_ids, keys, before, rows)
-        write = self._last_writers(pool_ids, slot, same_pool)
-        self.keys[write] = keys
-        self.fingerprints[write] = torch.where(
-            has_fingerprint_t, fingerprint_t, torch.zeros_like(fingerprint_t)
-        )
-        self.has_fingerprint[write] = has_fingerprint_t
-        self.occupied[write] = True
-        self._clean_trash()
+        pools = self._pools_of(rows)
+        before, later = self._pairs(pools)
+        slot, evicted, evicted_mask, inserted = self.resolve_put(pool_rows, before, rows)
+        for p in pools:
+            self.stored_since_clear[p] += 1
+        flat = pool_rows.first + slot
+        # A row that a later row of the batch overwrites writes to the trash element
+        # instead, so every scatter below has distinct real targets (deterministic on
+        # CUDA). The trash element lies outside every pool and is never read.
+        superseded = (later & (slot.unsqueeze(0) == slot.unsqueeze(1))).any(dim=1)
+        write = torch.where(superseded, self._trash, flat)
+        self.keys.index_copy_(0, write, keys)
+        fingerprints, has = pool_rows.fingerprints, pool_rows.has_fingerprint
+        if fingerprints is None:
+            self.fingerprints.index_fill_(0, write, 0)
+            self.has_fingerprint.index_fill_(0, write, False)
+        elif has is None:
+            self.fingerprints.index_copy_(0, write, fingerprints)
+            self.has_fingerprint.index_fill_(0, write, True)
+        else:
+            self.fingerprints.index_copy_(0, write, fingerprints * has)
+            self.has_fingerprint.index_copy_(0, write, has)
+        self.occupied.index_fill_(0, write, True)
         if rows.count:
-            self._count(pool_ids, slice(4, 7), [inserted, ~inserted, evicted_mask])
+            self._pending_puts.append((pool_ids, inserted, evicted_mask))
+            self._pend()
         if checks.ENABLED:
             self.check()
-        result = PutResult(slot, evicted, evicted_mask, inserted, self._slab_slots(write))
-        return Placement(result, None)
+        region = self.region
+        targets = torch.where(superseded, self._slab_trash, flat + region.base)
+        return Placement(PutResult(slot, evicted, evicted_mask, inserted, targets), None)
 
     def resolve_put(
-        self, pool_ids: torch.Tensor, keys: torch.Tensor, before: torch.Tensor, rows: Rows
+        self, pool_rows: _PoolRows, before: torch.Tensor, rows: Rows
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Slots, evicted keys / mask and insert flags of a batch; updates the policy state.
 
         The sequential fold (LRU and PRIORITY); ``FIFOIndex`` resolves a batch at once.
         """
+        pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
         slots, evicted, masks, inserted = [], [], [], []
         for i in range(keys.shape[0]):
             p, k = pool_ids[i : i + 1], keys[i : i + 1]
@@ -362,11 +437,6 @@ class SlotIndex:
         """Policy bookkeeping after one row of a put (sequential policies); ``priority``
         is the row's ``(priority, has_priority)`` when priorities were given."""
 
-    def _clean_trash(self) -> None:
-        # The trash element absorbs superseded writes; keep it empty so that the
-        # occupied/keys views never see it (it lies outside every pool's range anyway).
-        self.occupied[self.trash] = False
-
     # ------------------------------------------------------------------ removal
     def evict(self, env_id: int, key: int) -> int:
         """Remove ``key`` (a row of env ``env_id``); returns its slot (reads the device)."""
@@ -378,6 +448,7 @@ class SlotIndex:
         self.has_fingerprint[flat] = False
         self.occupied[flat] = False
         self.on_remove(flat)
+        self._fold()
         self.stats[pool_id, _REMOVALS] += 1
         if checks.ENABLED:
             self.check()
@@ -393,6 +464,8 @@ class SlotIndex:
         self.fingerprints[rng] = 0
         self.has_fingerprint[rng] = False
         self.occupied[rng] = False
+        for p in range(self.num_pools) if pool_id is None else (pool_id,):
+            self.stored_since_clear[p] = 0
         self.reset_policy(pool_id)
 
     def reset_policy(self, pool_id: int | None) -> None:
@@ -402,6 +475,8 @@ class SlotIndex:
         raise UnsupportedOperationError(f"{self.policy.value} pools have no priorities")
 
     def reset_stats(self) -> None:
+        self._pending_gets.clear()
+        self._pending_puts.clear()
         self.stats.zero_()
 
     # ------------------------------------------------------------------ host queries
@@ -447,6 +522,7 @@ class SlotIndex:
         """One pool's statistics (or the sum over pools) as the spec's ``PoolStats``."""
         if pool_id is not None:
             self.check_pool_id(pool_id)
+        self._fold()
         row = self.stats.sum(dim=0) if pool_id is None else self.stats[pool_id]
         return PoolStats(**dict(zip(STATS_FIELDS, (int(v) for v in row.tolist()))))
 
@@ -492,12 +568,27 @@ class SlotIndex:
             ):
                 raise ContractViolation(f"pool {pool_id} has an empty slot that is not clean")
             self.stats_of(pool_id).check()
-        if bool(self.occupied[self.trash].item()):
-            raise ContractViolation("the trash element is marked occupied")
         self.check_policy()
 
     def check_policy(self) -> None:
         """The policy's own runtime contract."""
+
+
+def _row_numbers(like: torch.Tensor) -> torch.Tensor:
+    """``0 .. B-1`` on ``like``'s device (cached per size and device)."""
+    return _arange(int(like.shape[0]), like.device)
+
+
+@lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, device=device)
+
+
+def _earlier_same(pool_ids: torch.Tensor) -> torch.Tensor:
+    """``[B, B]``: ``[i, j]`` true when row ``j`` comes before row ``i`` in the same pool."""
+    idx = torch.arange(pool_ids.shape[0], device=pool_ids.device)
+    same_pool = pool_ids.unsqueeze(1) == pool_ids.unsqueeze(0)
+    return same_pool & (idx.unsqueeze(0) < idx.unsqueeze(1))
 
 
 def _row_priority(rows: Rows, i: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
@@ -520,15 +611,60 @@ class FIFOIndex(SlotIndex):
             self.next[pool_id] = 0
 
     def resolve_put(
-        self, pool_ids: torch.Tensor, keys: torch.Tensor, before: torch.Tensor, rows: Rows
+        self, pool_rows: _PoolRows, before: torch.Tensor, rows: Rows
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        cap = self.capacity
-        count_rows = keys.shape[0]
+        pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
+        if keys.shape[0] == 0:
+            empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+            return empty, empty, empty.bool(), empty.bool()
         present, first_slot = self._match(pool_ids, keys)
         ptr = self.next.index_select(0, pool_ids)
+        same_key_before = before & (keys.unsqueeze(1) == keys.unsqueeze(0))
+        if self._cannot_interplay(rows):
+            return self._resolve_plain(pool_rows, before, present, first_slot, ptr, same_key_before)
+        return self._resolve_fold(pool_rows, before, present, first_slot, ptr, same_key_before)
+
+    def _resolve_plain(
+        self,
+        pool_rows: _PoolRows,
+        before: torch.Tensor,
+        present: torch.Tensor,
+        first_slot: torch.Tensor,
+        ptr: torch.Tensor,
+        same_key_before: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fold when no insertion of the batch can evict a key a later row looks for
+        (``_cannot_interplay``): a row is new iff its key is absent and not repeated
+        earlier in the batch; new rows take consecutive slots from the pointer; a repeat
+        takes its first occurrence's slot; a new row evicts its slot's occupant."""
+        repeat = same_key_before.any(dim=1)
+        new = ~(present | repeat)
+        count = (before & new.unsqueeze(0)).sum(dim=1)  # new rows before, same pool
+        new_slot = (ptr + count) % self.capacity
+        first = same_key_before.to(torch.int8).argmax(dim=1)
+        source = torch.where(repeat, first, _row_numbers(first))
+        slot = torch.where(present, first_slot, new_slot.index_select(0, source))
+        flat = pool_rows.first + slot
+        evicted_mask = new & self.occupied.index_select(0, flat)
+        evicted = torch.where(evicted_mask, self.keys.index_select(0, flat), 0)
+        self.next.index_add_(0, pool_rows.pool_ids, new.long()).remainder_(self.capacity)
+        return slot, evicted, evicted_mask, new
+
+    def _resolve_fold(
+        self,
+        pool_rows: _PoolRows,
+        before: torch.Tensor,
+        present: torch.Tensor,
+        first_slot: torch.Tensor,
+        ptr: torch.Tensor,
+        same_key_before: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fold in general: the fixed point of the module docstring."""
+        pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
+        cap = self.capacity
+        count_rows = keys.shape[0]
         # Insertion number of a key stored before the batch: its ring offset - capacity.
         initial = torch.where(present, (first_slot - ptr) % cap - cap, torch.full_like(ptr, _NEG))
-        same_key_before = before & (keys.unsqueeze(1) == keys.unsqueeze(0))
         new = ~present & ~same_key_before.any(dim=1)
 
         def step(
@@ -569,6 +705,21 @@ class FIFOIndex(SlotIndex):
         advance = torch.zeros_like(self.next).index_add_(0, pool_ids, new.long())
         self.next = (self.next + advance) % cap
         return slot, evicted, evicted_mask, new
+
+    def _cannot_interplay(self, rows: Rows) -> bool:
+        """Whether no insertion of this batch can evict a key a later row looks for (host
+        values only: the rows per pool and the rows stored since each pool's clear).
+
+        Two cases where none can: a pool that gets at most one row, and a pool whose ring
+        cannot wrap during the batch (its rows since the last clear - a bound on its
+        insertions - plus this batch fit its capacity: every slot ahead of the pointer is
+        empty). Then ``_resolve_plain`` is the fold, in a fixed number of operations
+        whatever B; otherwise ``_resolve_fold`` (B rounds on CUDA)."""
+        per_pool: dict[int, int] = {}
+        for p in self._pools_of(rows):
+            per_pool[p] = per_pool.get(p, 0) + 1
+        since = self.stored_since_clear
+        return all(r <= 1 or since[p] + r <= self.capacity for p, r in per_pool.items())
 
     def eviction_order(self, pool_id: int) -> list[int]:
         keys = self.slot_keys(pool_id)
@@ -621,7 +772,7 @@ class LRUIndex(_ClockedIndex):
         return self.times
 
     def on_hits(self, pool_ids: torch.Tensor, slot: torch.Tensor, hit: torch.Tensor) -> None:
-        before, _ = self._pairs(pool_ids)
+        before = _earlier_same(pool_ids)
         rank = (before & hit.unsqueeze(0)).sum(dim=1)
         stamp = self.clock.index_select(0, pool_ids) + rank
         flat = torch.where(hit, pool_ids * self.capacity + slot, torch.full_like(slot, self.trash))

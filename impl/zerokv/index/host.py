@@ -17,6 +17,7 @@ lists, an ``index`` dict (key -> slot) and the policy's bookkeeping with the spe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -115,10 +116,12 @@ class HostIndex:
             self._reset(p)
 
     def _reset(self, p: int) -> None:
+        # In place: the lists and the dict keep their identity, so a live view of them (the
+        # LightZero drop-in's ``_key_to_index``) stays live across clears.
         cap = self.capacity
-        self.slot_keys_[p] = [None] * cap
-        self.slot_fingerprints[p] = [None] * cap
-        self.index[p] = {}
+        self.slot_keys_[p][:] = [None] * cap
+        self.slot_fingerprints[p][:] = [None] * cap
+        self.index[p].clear()
         self.reset_policy(p)
 
     # ------------------------------------------------------------------ rows
@@ -145,31 +148,64 @@ class HostIndex:
         return env_id, key
 
     # ------------------------------------------------------------------ lookups
+    def get_one(
+        self, p: int, key: int, fingerprint: int | None = None, count: bool = True
+    ) -> tuple[int, int]:
+        """``get`` (``count``) or ``peek`` of one row of pool ``p``: ``(status, slot)``
+        (``LookupStatus`` code; slot -1 unless a hit). The batched fold calls this per row;
+        single-key callers (the LightZero drop-in) call it directly, with no tensors."""
+        slot = self.index[p].get(key)
+        if slot is not None and (
+            fingerprint is None or self.slot_fingerprints[p][slot] == fingerprint
+        ):
+            if count:
+                stats = self.stats[p]
+                stats[_Q] += 1
+                stats[_H] += 1
+                if self.tracks_hits:
+                    self.on_hit(p, slot)
+            return 1, slot
+        if count:
+            stats = self.stats[p]
+            stats[_Q] += 1
+            stats[_M] += 1
+            stats[_C] += slot is not None
+        return (0 if slot is None else 2), -1
+
+    def counted_get(self, p: int) -> Callable[[int], int | None]:
+        """``get_one(p, key)`` without fingerprints, as a function of the key alone: the
+        slot, or None. For single-key callers whose lookup is a hot path (the LightZero
+        drop-in): one call, no tuple. It stays valid across clears and statistics resets
+        (both keep the dict and the counters in place)."""
+        index, stats = self.index[p], self.stats[p]
+        on_hit = self.on_hit if self.tracks_hits else None
+        queries, hits, misses = _Q, _H, _M  # cell variables: cheaper than globals
+
+        def get(key: int) -> int | None:
+            slot = index.get(key)
+            stats[queries] += 1
+            if slot is None:
+                stats[misses] += 1
+                return None
+            stats[hits] += 1
+            if on_hit is not None:
+                on_hit(p, slot)
+            return slot
+
+        return get
+
     def _get(
         self, rows: _PoolRows, active: list[bool] | None, count: bool
     ) -> tuple[list[int], list[int]]:
         """Status codes and slots per row of a batched ``get`` (``count``) or ``peek``."""
         n = len(rows.keys)
         status, slots = [0] * n, [-1] * n
+        get_one = self.get_one
         for b in range(n):
-            if active is not None and not active[b]:
-                continue
-            p, k, fp = rows.pools[b], rows.keys[b], rows.fingerprints[b]
-            slot = self.index[p].get(k)
-            stats = self.stats[p]
-            if count:
-                stats[_Q] += 1
-            if slot is not None and (fp is None or self.slot_fingerprints[p][slot] == fp):
-                status[b], slots[b] = 1, slot
-                if count:
-                    stats[_H] += 1
-                    self.on_hit(p, slot)
-            else:
-                if slot is not None:
-                    status[b] = 2
-                if count:
-                    stats[_M] += 1
-                    stats[_C] += slot is not None
+            if active is None or active[b]:
+                status[b], slots[b] = get_one(
+                    rows.pools[b], rows.keys[b], rows.fingerprints[b], count
+                )
         return status, slots
 
     def get_many(self, rows: Rows, *, count: bool = True) -> Lookup:
@@ -199,13 +235,41 @@ class HostIndex:
                 found.collided[b] = True
         return found
 
+    #: Whether the policy keeps per-hit bookkeeping (``on_hit``); FIFO and PRIORITY do not,
+    #: and their lookups skip the call (a lookup is the drop-in's sub-microsecond hot path).
+    tracks_hits = False
+
     def on_hit(self, p: int, slot: int) -> None:
-        """Policy bookkeeping for a counted hit."""
+        """Policy bookkeeping for a counted hit (policies with ``tracks_hits``)."""
 
     # ------------------------------------------------------------------ puts
     def check_priorities(self, rows: Rows) -> None:
         if rows.priorities is not None:
             raise UnsupportedOperationError(f"{self.policy.value} pools take no priority")
+
+    def put_one(
+        self, p: int, key: int, fingerprint: int | None = None, priority: float | None = None
+    ) -> tuple[int, bool, int | None]:
+        """``put`` of one row into pool ``p``: ``(slot, inserted, evicted key or None)``.
+        The batched fold calls this per row; single-key callers call it directly."""
+        index, stats = self.index[p], self.stats[p]
+        slot = index.get(key)
+        if slot is not None:
+            stats[_U] += 1
+            self.on_update(p, slot, priority)
+            self.slot_fingerprints[p][slot] = fingerprint
+            return slot, False, None
+        slot = self.choose_slot(p)
+        evicted = self.slot_keys_[p][slot]
+        if evicted is not None:
+            del index[evicted]
+            stats[_E] += 1
+        self.slot_keys_[p][slot] = key
+        index[key] = slot
+        stats[_I] += 1
+        self.on_insert(p, slot, priority)
+        self.slot_fingerprints[p][slot] = fingerprint
+        return slot, True, evicted
 
     def put(self, rows: Rows) -> Placement:
         """Batched ``put``: the spec's left-to-right fold."""
@@ -215,28 +279,14 @@ class HostIndex:
         n = len(pool_rows.keys)
         slots, evicted, ev_mask, inserted = [0] * n, [0] * n, [False] * n, [False] * n
         writer: dict[tuple[int, int], int] = {}
+        put_one = self.put_one
         for b in range(n):
-            p, k = pool_rows.pools[b], pool_rows.keys[b]
-            index, stats = self.index[p], self.stats[p]
-            slot = index.get(k)
+            p = pool_rows.pools[b]
             prio = host.priorities[b] if host.priorities is not None else None
-            if slot is None:
-                slot = self.choose_slot(p)
-                old = self.slot_keys_[p][slot]
-                if old is not None:
-                    del index[old]
-                    evicted[b], ev_mask[b] = old, True
-                    stats[_E] += 1
-                self.slot_keys_[p][slot] = k
-                index[k] = slot
-                inserted[b] = True
-                stats[_I] += 1
-                self.on_insert(p, slot, prio)
-            else:
-                stats[_U] += 1
-                self.on_update(p, slot, prio)
-            self.slot_fingerprints[p][slot] = pool_rows.fingerprints[b]
-            slots[b] = slot
+            slot, new, old = put_one(p, pool_rows.keys[b], pool_rows.fingerprints[b], prio)
+            slots[b], inserted[b] = slot, new
+            if old is not None:
+                evicted[b], ev_mask[b] = old, True
             writer[(p, slot)] = b
         region = self.region
         write = [
@@ -309,8 +359,10 @@ class HostIndex:
     def set_priority(self, env_id: int, key: int, priority: float) -> None:
         raise UnsupportedOperationError(f"{self.policy.value} pools have no priorities")
 
-    def reset_stats(self) -> None:
-        for row in self.stats:
+    def reset_stats(self, pool_id: int | None = None) -> None:
+        """Zero the counters of one pool (or of all)."""
+        rows = self.stats if pool_id is None else [self.stats[pool_id]]
+        for row in rows:
             row[:] = [0] * len(STATS_FIELDS)
 
     # ------------------------------------------------------------------ queries
@@ -456,6 +508,7 @@ class HostLRUIndex(_ClockedIndex):
     """Least recently used; ``times`` are the last uses (the spec's ``last_use``)."""
 
     policy = Policy.LRU
+    tracks_hits = True
 
     @property
     def last_use(self) -> list[list[int]]:

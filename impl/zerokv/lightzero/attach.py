@@ -604,12 +604,14 @@ class Attachment:
 
     def _fill_misses(
         self, batch: Batch, sizes: list[int], latents: torch.Tensor, start_pos: Any, t: int
-    ) -> int:
+    ) -> tuple[Batch, int]:
         """Rows that missed: LightZero's fresh one-token entry of the row's latent, computed
-        by the model's forward straight into the batch (one row at a time, as LightZero)."""
+        by the model's forward straight into the batch (one row at a time, as LightZero);
+        the batch with those rows' lengths (``Batch.with_length``: no device read) and the
+        number of misses."""
         misses = [row for row, size in enumerate(sizes) if size == 0]
         if not misses:
-            return 0
+            return batch, 0
         wm, col = self.world_model, self.context_length - t - 1
         for row in misses:
             view = BatchView(batch.kv[:, :, row : row + 1], col, col)
@@ -620,9 +622,11 @@ class Attachment:
                 start_pos=_position(start_pos, row),
             )
             sizes[row] = 1
-        batch.lengths[torch.tensor(misses, device=batch.lengths.device)] += 1
+        flags = torch.zeros(batch.rows, dtype=torch.bool)
+        flags[misses] = True
+        batch = batch.with_length(flags.to(batch.kv.device), t + 1)
         self.counts.recomputed_misses += len(misses)
-        return len(misses)
+        return batch, len(misses)
 
     def _keys(
         self, latents: torch.Tensor, host: Any = None
@@ -802,7 +806,7 @@ class Attachment:
         found = mgr.lookup_many(env_ids, keys, fps, tiers="root")
         batch = mgr.gather_reserve(found, 2)
         sizes = self._sizes(batch, 2)
-        missed = self._fill_misses(batch, sizes, last, start_pos, 2)
+        batch, missed = self._fill_misses(batch, sizes, last, start_pos, 2)
         wm.root_total_query_cnt += rows
         wm.root_hit_cnt += rows - missed
         self.counts.root_batches += 1
@@ -884,7 +888,7 @@ class Attachment:
             found = mgr.lookup_many(env_ids, keys, fps)
             batch = mgr.gather_reserve(found, 2)
             sizes = self._sizes(batch, 2)
-            missed = self._fill_misses(batch, sizes, latents, start_pos, 2)
+            batch, missed = self._fill_misses(batch, sizes, latents, start_pos, 2)
             wm.total_query_count += rows
             wm.hit_count += rows - missed
             self.counts.recurrent_lookups += rows

@@ -534,11 +534,11 @@ class KVCacheManager:
         return value
 
     # ------------------------------------------------------------------ lookups
-    # The three lookups below are LightZero's hot path (one call per key, well under a
+    # The three lookups below are LightZero's hot path (one call per key, about a
     # microsecond each): they repeat a few lines instead of sharing helpers (the snapshot
-    # is ``RowStore.snapshot`` inline), count on the rings only (the overall counters are
-    # derived from them, see ``_overall``) and check one flag for shadow mode and debug
-    # logging together.
+    # is ``RowStore.snapshot`` inline), count in the pools only (the host index's
+    # ``get_one``; the overall counters are derived from them, see ``_overall``) and check
+    # one flag for shadow mode and debug logging together.
 
     def get_init_cache(self, env_id: int, cache_key: int) -> KVSnapshot | None:
         """The entry under ``cache_key`` in env ``env_id``'s root pool, or None."""
@@ -548,11 +548,9 @@ class KVCacheManager:
         if type(key) is not int or not 0 <= key < _TWO64:
             key = unsigned_key(key)
         ring = self._roots[env_id]
-        ring.queries += 1
-        slot = ring.index.get(key)
+        slot = ring.get(key)
         found = None
         if slot is not None:
-            ring.hits += 1
             store: RowStore = self._store  # type: ignore[assignment]  # (a hit: it exists)
             row = ring.base + slot
             version = store.versions[row]
@@ -570,11 +568,9 @@ class KVCacheManager:
         if type(key) is not int or not 0 <= key < _TWO64:
             key = unsigned_key(key)
         ring = self._recur
-        ring.queries += 1
-        slot = ring.index.get(key)
+        slot = ring.get(key)
         found = None
         if slot is not None:
-            ring.hits += 1
             store: RowStore = self._store  # type: ignore[assignment]  # (a hit: it exists)
             row = ring.base + slot
             version = store.versions[row]
@@ -595,19 +591,15 @@ class KVCacheManager:
             key = unsigned_key(key)
         self._hier_calls += 1
         ring = self._roots[env_id]
-        ring.queries += 1
-        slot = ring.index.get(key)
+        slot = ring.get(key)
         tier = Tier.ROOT
         if slot is not None:
-            ring.hits += 1
             self._hier_root_hits += 1
         else:
             ring = self._recur
-            ring.queries += 1
-            slot = ring.index.get(key)
+            slot = ring.get(key)
             tier = Tier.RECURRENT
             if slot is not None:
-                ring.hits += 1
                 self._hier_recur_hits += 1
         found = None
         if slot is not None:
@@ -659,11 +651,9 @@ class KVCacheManager:
             return self.get_recur_cache(cache_key)  # type: ignore[arg-type]
         key = unsigned_key(cache_key)
         ring = self._wm
-        ring.queries += 1
-        slot = ring.index.get(key)
+        slot = ring.get(key)
         if slot is None:
             return None
-        ring.hits += 1
         return self._snapshot(ring.base + slot)
 
     # ------------------------------------------------------------------ stores

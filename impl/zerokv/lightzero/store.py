@@ -2,11 +2,9 @@
 
 This module owns the single-entry fast path of ``zerokv.lightzero.KVCacheManager``:
 
-* ``Ring`` - one pool with the semantics of ``zerokv_spec`` for LightZero's manager: a FIFO
-  ring of ``capacity`` slots, a ``key -> slot`` dict and a ``slot -> key`` list; a new key
-  takes the slot under the pointer (evicting its key) and advances it, a stored key is
-  overwritten in place, ``clear`` forgets every key and resets the pointer. It counts
-  queries, hits, inserts, updates and evictions on the host.
+* ``Ring`` - one pool of the drop-in: a FIFO pool of the core's host index
+  (``zerokv.index.host.HostFIFOIndex``: the spec's ring, dict, slot keys and counters, on
+  the host) placed at rows ``base ..`` of the storage, with LightZero's names.
 * ``RowStore`` - every slot of every ring as one row of one tensor
   ``[rows, 2L, H, cl, d]`` (K and V of each layer as LightZero keeps them: tokens
   left-aligned, whole caches), allocated and zeroed once, with each row's size on the
@@ -15,11 +13,12 @@ This module owns the single-entry fast path of ``zerokv.lightzero.KVCacheManager
 
 Why not ``zerokv.CacheManager``'s batched calls: LightZero calls its manager one key at a
 time, and a one-row ``lookup_many`` / ``store_*_many`` pays the batch machinery (argument
-tensors, index folds, outcome tensors) each time - 40 to 170 microseconds per call on a
-CPU, where LightZero's dict costs one. Here a lookup is one dict probe and a store two
-tensor operations (``cat`` into the row, zero its tail). The semantics are the same and
-are checked against ``zerokv.CacheManager`` and the spec (``shadow=True`` of the manager;
-the differential tests).
+tensors, outcome tensors) each time - 40 to 170 microseconds per call on a CPU, where
+LightZero's dict costs one. Here a lookup is the host index's single-row ``get_one`` (one
+dict probe) and a store its ``put_one`` plus one tensor copy (``cat`` into the row). The
+pools are the core's (the same host index a CPU ``CacheManager`` runs); only the storage
+is LightZero's layout. The semantics are checked against ``zerokv.CacheManager`` and the
+spec (``shadow=True`` of the manager; the differential tests).
 
 Isolation without a copy per lookup: a ``KVSnapshot`` holds no tensor of the store, only
 the version of a row it shows. ``clone()`` - what LightZero's world model does with every
@@ -40,27 +39,34 @@ from typing import Any
 
 import torch
 
+from zerokv.index import STATS_FIELDS, Region
+from zerokv.index.host import HostFIFOIndex
 from zerokv.lightzero.layout import Format, KeysValuesLike, ObjectPlan
 
 __all__ = ["KVSnapshot", "Ring", "RowStore", "new_snapshot"]
 
 
 class Ring:
-    """One FIFO pool of ``capacity`` slots (rows ``base .. base + capacity - 1``)."""
+    """One pool of the drop-in: a pool of a core host index (``zerokv.index.host``) and the
+    rows ``base .. base + capacity - 1`` that hold its entries.
+
+    The FIFO rule, the ``key -> slot`` dict, the slot keys and the counters are the host
+    index's (one implementation of a pool, checked against the spec by the differential
+    tests); this class only names the pool for LightZero (``name``, ``label``) and places
+    its slots among the rows. Keys are LightZero's unsigned 64-bit ints: the index keeps
+    them as given (its dict does not interpret them).
+    """
 
     __slots__ = (
+        "_stats",
         "base",
         "capacity",
-        "evictions",
-        "hits",
+        "get",
         "index",
-        "inserts",
         "keys",
         "label",
         "name",
-        "next",
-        "queries",
-        "updates",
+        "pools",
     )
 
     def __init__(self, name: str, capacity: int, base: int, label: str = "") -> None:
@@ -69,44 +75,64 @@ class Ring:
         self.label = label or name
         self.capacity = capacity
         self.base = base
-        #: key -> slot (the dict is never replaced: callers may hold it or its ``get``).
-        self.index: dict[int, int] = {}
-        self.keys: list[int | None] = [None] * capacity
-        self.next = 0
-        self.queries = 0
-        self.hits = 0
-        self.inserts = 0
-        self.updates = 0
-        self.evictions = 0
+        self.pools = HostFIFOIndex(Region(1, capacity))
+        #: ``get(key) -> slot or None``: the host index's counted single-key lookup of this
+        #: pool (built once: the drop-in's lookups call it directly).
+        self.get = self.pools.counted_get(0)
+        #: key -> slot (the index keeps this dict's identity across clears: callers may
+        #: hold it or its ``get``).
+        self.index: dict[int, int] = self.pools.index[0]
+        #: The key in every slot (None: empty); also kept in place.
+        self.keys: list[int | None] = self.pools.slot_keys_[0]
+        self._stats = self.pools.stats[0]
 
     def place(self, key: int) -> tuple[int, bool, int | None]:
         """The slot for storing ``key``, whether it is new, the key it evicts (FIFO rule)."""
-        slot = self.index.get(key)
-        if slot is not None:
-            self.updates += 1
-            return slot, False, None
-        slot = self.next
-        self.next = (slot + 1) % self.capacity
-        old = self.keys[slot]
-        if old is not None:
-            del self.index[old]
-            self.evictions += 1
-        self.index[key] = slot
-        self.keys[slot] = key
-        self.inserts += 1
-        return slot, True, old
+        return self.pools.put_one(0, key)
+
+    @property
+    def next(self) -> int:
+        """The FIFO ring pointer (the host index's ``next`` of this pool)."""
+        return self.pools.next[0]
+
+    @next.setter
+    def next(self, slot: int) -> None:
+        self.pools.next[0] = slot
+
+    @property
+    def queries(self) -> int:
+        return self._stats[_QUERIES]
+
+    @property
+    def hits(self) -> int:
+        return self._stats[_HITS]
+
+    @property
+    def inserts(self) -> int:
+        return self._stats[_INSERTS]
+
+    @property
+    def updates(self) -> int:
+        return self._stats[_UPDATES]
+
+    @property
+    def evictions(self) -> int:
+        return self._stats[_EVICTIONS]
 
     def clear(self) -> None:
         """Forget every key and reset the pointer (counters are kept)."""
-        self.index.clear()
-        self.keys[:] = [None] * self.capacity
-        self.next = 0
+        self.pools.clear(0)
 
     def reset_stats(self) -> None:
-        self.queries = self.hits = self.inserts = self.updates = self.evictions = 0
+        self.pools.reset_stats(0)
 
     def __len__(self) -> int:
         return len(self.index)
+
+
+_QUERIES, _HITS, _INSERTS, _UPDATES, _EVICTIONS = (
+    STATS_FIELDS.index(name) for name in ("queries", "hits", "inserts", "updates", "evictions")
+)
 
 
 #: A version of a row's content, shared by the snapshots taken of it: a list
