@@ -11,7 +11,8 @@ program:
   the benchmark runs for real in a temporary directory, scaled down to one step and one
   repeat, one point per sweep and no stage breakdown (tests/test_bench_cli.py runs that);
   the files it names must appear. ``--device cuda``
-  without CUDA must stop with exit status 2 and the hint of how to get a CUDA torch.
+  without CUDA must stop with exit status 2 and the hint of how to get a CUDA torch;
+  ``--model unizero`` without LightZero likewise, naming what to install.
 * ``nox ...``: ``nox ... --list`` must accept the options, every ``-s`` session must exist;
   arguments after ``--`` go to the session's handler (``tests``: pytest collection,
   ``bench``: as above, ``mutants``: the runner's ``--list``); other sessions take none.
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import os
 import re
 import shlex
@@ -206,6 +208,9 @@ def run_bench(env: dict[str, str], args: list[str], ctx: Context) -> None:
         assert path.startswith(OUTPUT_PREFIXES), f"{path} is not under {OUTPUT_PREFIXES}"
     if parsed.device == "cuda" and not torch.cuda.is_available():
         assert _bench_run(tuple(args), str(ctx.tmp)) == 2
+        return
+    if parsed.model and importlib.util.find_spec("lzero") is None:
+        assert _bench_run(tuple(args), str(ctx.tmp)) == 2  # it names what to install
         return
     scaled = [*args, "--steps", "1", "--repeats", "1", "--no-stages"]
     if parsed.plot or parsed.envs_sweep or parsed.cl_sweep:
