@@ -1020,6 +1020,8 @@ def attach(world_model: LightZeroObject, **options: Any) -> Attachment:
     on the wrong device; changes nothing then.
     """
     wm = _world_model(world_model)
+    if attachment_of(wm) is not None:  # before allocating a second cache
+        raise ConfigError("this world model is already attached; detach() it first")
     attachment = Attachment(world_model, **options)
     with _REGISTRY_LOCK:
         if wm in _ATTACHED:
