@@ -352,6 +352,12 @@ class _RowTables:
     shift: torch.Tensor
     bits: torch.Tensor
 
+    def tensors(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tables in ``shift_rows``'s argument order."""
+        return self.out_len, self.windowed, self.weight, self.shift, self.bits
+
 
 @lru_cache(maxsize=32)
 def _row_tables(cl: int, dtype: torch.dtype, device: torch.device) -> _RowTables:
@@ -371,7 +377,8 @@ def _row_tables(cl: int, dtype: torch.dtype, device: torch.device) -> _RowTables
 def _shift_rows(
     batch: Batch, context_length: int, correction: Correction | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row moved into slab layout, with the window rule when ``correction`` is given.
+    """Each row moved into slab layout, with the window rule when ``correction`` is given
+    (the checks and tables here, the tensor work in ``shift_rows``).
 
     Lengths must lie in ``[0, W]`` (callers check unverified ones first)."""
     cl = context_length
@@ -385,21 +392,44 @@ def _shift_rows(
     if width == 0:
         return torch.zeros_like(_fit_width(kv, cl)), lengths
     table = _row_tables(cl, kv.dtype, kv.device)
-    out_len = lengths if correction is None else table.out_len.index_select(0, lengths)
+    padded = None if correction is None else correction.padded
+    return shift_rows(kv, lengths, padded, *table.tensors(), cl)
+
+
+def shift_rows(
+    kv: torch.Tensor,
+    lengths: torch.Tensor,
+    padded: torch.Tensor | None,
+    out_len_table: torch.Tensor,
+    windowed_table: torch.Tensor,
+    weight_table: torch.Tensor,
+    shift_table: torch.Tensor,
+    bits_table: torch.Tensor,
+    context_length: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel of a store's row layout (``_RowTables`` for the tables; ``padded``: the
+    correction, None for a plain split): each row of ``kv`` (``[L, 2, B, H, W, d]``,
+    ``1 <= W <= cl``) moved to the right of a ``cl``-wide row, windowed when ``padded``
+    is given, masked beyond its stored length; and the stored lengths.
+
+    A tensor made here is the result (never the caller's ``kv``, which stays unchanged)."""
+    cl = context_length
+    width = int(kv.shape[4])
+    out_len = lengths if padded is None else out_len_table.index_select(0, lengths)
     rows = int(kv.shape[2])
     if width == cl:
         # The static layout: every row already sits where the slab wants it, except a row
         # of exactly cl tokens under the window rule, which moves by one column.
         moved = kv
-        if correction is not None:
-            shift = table.shift.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
+        if padded is not None:
+            shift = shift_table.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
             moved = torch.where(shift, kv.roll(1, 4), kv)
     else:
         # Slab column c holds token c - (cl - out_len) of the result, which is token
         # (that + 2) of the row when windowed: its batch column is width - length + token.
         shift_by = width - lengths - cl + out_len
-        if correction is not None:
-            shift_by = shift_by + 2 * table.windowed.index_select(0, lengths)
+        if padded is not None:
+            shift_by = shift_by + 2 * windowed_table.index_select(0, lengths)
         cols = torch.arange(cl, device=kv.device)
         index = (cols.unsqueeze(0) + shift_by.unsqueeze(1)).clamp(0, width - 1)
         shape = kv.shape
@@ -409,10 +439,10 @@ def _shift_rows(
             index.view(1, 1, rows, 1, cl, 1).expand(shape[0], 2, rows, shape[3], cl, shape[5]),
         )
     out = moved
-    if correction is not None:
-        weight = table.weight.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
-        out = torch.addcmul(moved, correction.padded, weight)
-    bits = table.bits.index_select(0, out_len).view(1, 1, rows, 1, cl, 1)
+    if padded is not None:
+        weight = weight_table.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
+        out = torch.addcmul(moved, padded, weight)
+    bits = bits_table.index_select(0, out_len).view(1, 1, rows, 1, cl, 1)
     # Never write into the caller's batch; a tensor made here may be reused.
     return _masked(out, bits, None if out is kv else out), out_len
 
@@ -430,7 +460,7 @@ def _masked(kv: torch.Tensor, bits: torch.Tensor, dest: torch.Tensor | None) -> 
     With ``dest`` the result is written there (``dest`` may be ``kv`` itself).
     """
     ints = _INT_OF_SIZE[kv.element_size()]
-    if dest is None:
+    if dest is None or torch.compiler.is_compiling():  # a compiled kernel fuses it anyway
         return torch.bitwise_and(kv.view(ints), bits).view(kv.dtype)
     torch.bitwise_and(kv.view(ints), bits, out=dest.view(ints))
     return dest

@@ -20,8 +20,8 @@ from functools import lru_cache
 
 import torch
 
-from zerokv import checks
 from zerokv.errors import DTypeError, ShapeError
+from zerokv.kernels import EAGER, Kernels
 from zerokv_spec.keys import (
     FINGERPRINT_SEED,
     KEY_SEED,
@@ -151,23 +151,41 @@ def _descriptors(
     return torch.tensor(desc, dtype=torch.int64).view(len(seeds), 1).to(device)
 
 
-def zkv64(latents: torch.Tensor, seeds: tuple[int, ...]) -> torch.Tensor:
-    """``[len(seeds), B]``: zkv64 of every row under every seed (one pass over the words)."""
+def zkv64(
+    latents: torch.Tensor, seeds: tuple[int, ...], kernels: Kernels | None = None
+) -> torch.Tensor:
+    """``[len(seeds), B]``: zkv64 of every row under every seed (one pass over the words,
+    one ``zkv64_mix`` kernel; ``kernels`` runs it, eager by default)."""
     name = _check_latents(latents)
     words = _words(latents)
     a, m = _tables(words.shape[1], seeds, latents.device)
-    # int32 ^ int64 promotes (sign-extends) the words inside the XOR; the product is then
-    # formed in place, so the pass allocates one [seeds, B, n] buffer.
-    acc = (words.unsqueeze(0) ^ a).mul_(m).sum(dim=2)
     row_shape = tuple(int(d) for d in latents.shape[1:])
     nbytes = torch.Size(row_shape).numel() * latents.element_size()
-    if checks.host_reads_are_free(latents.device):
+    kernels = EAGER if kernels is None else kernels
+    if kernels.shortcuts(latents.device):
         # A CPU tensor's sums are already in host memory: finishing the few values with
-        # the spec's own fmix64 costs less than the eleven tensor operations below.
+        # the spec's own fmix64 costs less than the eleven tensor operations of fmix64.
+        acc = _word_sums(words, a, m)
         desc = _descriptor_values(name, nbytes, row_shape, seeds)
         done = [[to_signed(spec_fmix64(v + d)) for v in row] for row, d in zip(acc.tolist(), desc)]
         return torch.tensor(done, dtype=torch.int64).view(len(seeds), acc.shape[1])
-    return fmix64(acc + _descriptors(name, nbytes, row_shape, seeds, latents.device))
+    descriptors = _descriptors(name, nbytes, row_shape, seeds, latents.device)
+    return kernels(zkv64_mix)(words, a, m, descriptors)
+
+
+def _word_sums(words: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``[seeds, B]``: the sum over a row's words of ``(word ^ A[i]) * M[i]`` (wrapping)."""
+    # int32 ^ int64 promotes (sign-extends) the words inside the XOR; the product is then
+    # formed in place, so the pass allocates one [seeds, B, n] buffer.
+    return (words.unsqueeze(0) ^ a).mul_(m).sum(dim=2)
+
+
+def zkv64_mix(
+    words: torch.Tensor, a: torch.Tensor, m: torch.Tensor, descriptors: torch.Tensor
+) -> torch.Tensor:
+    """The kernel of ``zkv64``: ``fmix64(word sums + descriptor)`` per seed and row
+    (``words`` ``[B, n]`` int32, tables ``[seeds, 1, n]``, descriptors ``[seeds, 1]``)."""
+    return fmix64(_word_sums(words, a, m) + descriptors)
 
 
 def zkv64_keys(latents: torch.Tensor) -> torch.Tensor:
@@ -180,9 +198,11 @@ def zkv64_fingerprints(latents: torch.Tensor) -> torch.Tensor:
     return zkv64(latents, (FINGERPRINT_SEED,))[0]
 
 
-def keys_and_fingerprints(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def keys_and_fingerprints(
+    latents: torch.Tensor, kernels: Kernels | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys and fingerprints together, in one pass."""
-    both = zkv64(latents, (KEY_SEED, FINGERPRINT_SEED))
+    both = zkv64(latents, (KEY_SEED, FINGERPRINT_SEED), kernels)
     return both[0], both[1]
 
 

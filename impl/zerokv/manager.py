@@ -58,11 +58,12 @@ from zerokv.errors import (
     StaleLookupError,
 )
 from zerokv.index import Found, PutResult, Region, TierLookup
-from zerokv.keys import KeyFn, keys_and_fingerprints, zkv64_fingerprints
+from zerokv.kernels import EAGER, Kernels, compiled_kernels
+from zerokv.keys import KeyFn, keys_and_fingerprints, zkv64
 from zerokv.pool import SlotPool
 from zerokv.rows import Rows, check_keys, env_id_list
 from zerokv.slab import Slab, storage_device, storage_dtype
-from zerokv_spec.keys import check_key
+from zerokv_spec.keys import FINGERPRINT_SEED, check_key
 from zerokv_spec.manager import (
     ManagerConfig,
     Scope,
@@ -130,6 +131,9 @@ class CacheConfig:
     dtype: torch.dtype = torch.float32
     #: Index backend: "auto" (host index on the CPU, device index on CUDA), "device", "host".
     index: str = "auto"
+    #: Run the hot path's kernels compiled (``zerokv.kernels``: ``torch.compile`` with
+    #: ``fullgraph=True``, static shapes; CUDA graphs on CUDA). Needs the device index.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.spec_config()  # validates the shared fields with the spec's own rules
@@ -139,6 +143,19 @@ class CacheConfig:
         storage_device(self.device)
         if self.index not in ("auto", "device", "host"):
             raise ConfigError(f"index must be 'auto', 'device' or 'host', got {self.index!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be a bool, got {self.compile!r}")
+        if self.compile and self.index == "host":
+            raise ConfigError(
+                "compile=True runs the device index's kernels compiled: the host index has "
+                "none (use index='auto' or 'device')"
+            )
+
+    def kernels(self) -> Kernels:
+        """What runs this configuration's kernels (``zerokv.kernels``)."""
+        if not self.compile:
+            return EAGER
+        return compiled_kernels(storage_device(self.device))
 
     def spec_config(self) -> ManagerConfig:
         """The spec's view of this configuration."""
@@ -195,7 +212,9 @@ class CacheManager:
             cfg.context_length,
             torch.device(cfg.device),
             cfg.dtype,
+            cfg.kernels(),
         )
+        self.kernels = self.slab.kernels
         # The slab's own device ("cuda" becomes "cuda:0"): inputs are compared with it.
         self.device = self.slab.device
         zero, trash = self.slab.zero, self.slab.trash
@@ -252,8 +271,8 @@ class CacheManager:
     def keys_of(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and fingerprints ``[B]`` of latents ``[B, ...]`` (on their device)."""
         if self.key_fn is None:
-            return keys_and_fingerprints(latents)
-        return self.key_fn(latents), zkv64_fingerprints(latents)
+            return keys_and_fingerprints(latents, self.kernels)
+        return self.key_fn(latents), zkv64(latents, (FINGERPRINT_SEED,), self.kernels)[0]
 
     # ------------------------------------------------------------------ lookups
     @_exclusive

@@ -60,7 +60,7 @@ class SlotPool:
     def within(cls, slab: Slab, region: Region, policy: Policy, backend: str) -> SlotPool:
         """A pool group over ``region`` of a shared ``slab`` (a manager's tier)."""
         pool = cls.__new__(cls)
-        pool._bind(make_index(policy, region, slab.device, backend), slab)
+        pool._bind(make_index(policy, region, slab.device, backend, slab.kernels), slab)
         return pool
 
     def _bind(self, index: IndexBackend, slab: Slab) -> None:

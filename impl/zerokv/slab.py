@@ -32,10 +32,12 @@ from zerokv.entry import (
     Entries,
     RowPlan,
     _fit_width,
+    _row_tables,
     check_lengths,
     check_new_tokens,
     check_token_count,
     plan_rows,
+    shift_rows,
     store_rows,
     write_rows,
 )
@@ -48,6 +50,7 @@ from zerokv.errors import (
     ShapeError,
 )
 from zerokv.index.base import Placement
+from zerokv.kernels import EAGER, Kernels
 from zerokv_spec.entry import overflow_drop
 from zerokv_spec.validate import positive_int
 
@@ -97,7 +100,10 @@ class Slab:
         context_length: int,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        kernels: Kernels | None = None,
     ) -> None:
+        #: What runs the tensor work of gathers and batch stores (eager or compiled).
+        self.kernels = EAGER if kernels is None else kernels
         for name, value in (
             ("num_slots", num_slots),
             ("num_layers", num_layers),
@@ -232,19 +238,10 @@ class Slab:
 
     def _gather_with(self, slots: torch.Tensor, t: int, new_kv: torch.Tensor | None) -> Batch:
         """The entries in ``slots`` gathered into the columns a ``cl``-wide append of ``t``
-        tokens keeps, followed by ``new_kv`` (zeros when None)."""
-        store, cl = self.kv, self.context_length
-        lengths = self.lengths.index_select(0, slots)
-        shape = (store.shape[0], 2, int(slots.shape[0]), store.shape[3])
-        drop = overflow_drop(cl, t, cl)
-        if drop >= cl:  # the append empties every row
-            kv = store.new_zeros((*shape, t, store.shape[5])) if new_kv is None else new_kv.clone()
-            return Batch(kv, torch.full_like(lengths, t), True)
-        kept = cl - drop
-        out = store.new_empty((*shape, kept + t, store.shape[5]))
-        torch.index_select(store[:, :, :, :, drop:, :], 2, slots, out=out[:, :, :, :, :kept, :])
-        out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv
-        return Batch(out, lengths.clamp(max=kept) + t, True)
+        tokens keeps, followed by ``new_kv`` (zeros when None): one ``gather_rows``."""
+        drop = overflow_drop(self.context_length, t, self.context_length)
+        kv, lengths = self.kernels(gather_rows)(self.kv, self.lengths, slots, drop, t, new_kv)
+        return Batch(kv, lengths, True)
 
     def read(self, slots: torch.Tensor) -> Entries:
         """Copies of the entries in ``slots`` (slab layout)."""
@@ -253,18 +250,10 @@ class Slab:
     # ------------------------------------------------------------------ writes
     def write(self, slots: torch.Tensor, entries: Entries) -> None:
         """Store ``entries`` row ``b`` in slot ``slots[b]`` (TRASH may repeat)."""
-        dst, src = self.kv, entries.kv
+        src = entries.kv
         if self._views_slab(src):
             src = src.clone()  # entries viewing the slab: a scatter must not read its output
-        for wide in (torch.complex128, torch.int64):
-            # index_copy_ moves one element at a time: copying the same bytes as a quarter
-            # as many 16-byte elements is several times faster on the CPU. A copy moves
-            # bits unchanged; nothing is computed on them.
-            if _viewable(dst, wide) and _viewable(src, wide):
-                dst, src = dst.view(wide), src.view(wide)
-                break
-        dst.index_copy_(2, slots, src)
-        self.lengths.index_copy_(0, slots, entries.lengths)
+        write_rows_at(self.kv, self.lengths, slots, src, entries.lengths)
 
     def plan_store(self, batch: Batch, correction: Correction) -> RowPlan | None:
         """The host plan of a ``store`` (``zerokv.entry.plan_rows``), or None where host
@@ -283,7 +272,23 @@ class Slab:
         placement; ``plan`` is ``plan_store``'s answer for the same batch."""
         targets = placement.result.write
         if plan is None:
-            self.write(targets, store_rows(batch, self.context_length, correction))
+            if batch.width == 0 or self._views_slab(batch.kv):
+                self.write(targets, store_rows(batch, self.context_length, correction))
+                return
+            # One kernel: the rows' layout under the window rule, then the scatter.
+            check_lengths(batch)  # store_rows's checks (free for a verified batch)
+            correction.check(batch.kv, self.context_length)
+            table = _row_tables(self.context_length, self.dtype, self.device)
+            self.kernels(store_window)(
+                self.kv,
+                self.lengths,
+                targets,
+                batch.kv,
+                batch.lengths,
+                correction.padded,
+                *table.tensors(),
+                self.context_length,
+            )
             return
         host = placement.host_write
         if host is None:
@@ -303,6 +308,94 @@ class Slab:
     def _views_slab(self, kv: torch.Tensor) -> bool:
         """Whether ``kv`` shares the slab's memory."""
         return kv.untyped_storage().data_ptr() == self.kv.untyped_storage().data_ptr()
+
+
+# ---------------------------------------------------------------------- kernels
+# Pure functions of tensors and static ints, run eagerly or compiled (``zerokv.kernels``).
+
+
+def gather_rows(
+    store: torch.Tensor,
+    stored_lengths: torch.Tensor,
+    slots: torch.Tensor,
+    drop: int,
+    t: int,
+    new_kv: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The entries of ``store`` (``[L, 2, N, H, cl, d]``) in ``slots``, their first
+    ``drop`` columns dropped, followed by ``t`` columns of ``new_kv`` (zeros when None);
+    and their lengths (kept tokens plus ``t``)."""
+    cl = int(store.shape[4])
+    lengths = stored_lengths.index_select(0, slots)
+    shape = (store.shape[0], 2, int(slots.shape[0]), store.shape[3])
+    if drop >= cl:  # the append empties every row
+        kv = store.new_zeros((*shape, t, store.shape[5])) if new_kv is None else new_kv.clone()
+        return kv, torch.full_like(lengths, t)
+    kept = cl - drop
+    source = store[:, :, :, :, drop:, :]
+    if torch.compiler.is_compiling():
+        # Compiled: one fused kernel writes both parts (an ``out=`` view breaks a graph).
+        tail = store.new_zeros((*shape, t, store.shape[5])) if new_kv is None else new_kv
+        out = torch.cat((source.index_select(2, slots), tail), dim=4)
+    else:
+        # Eager: the gather lands in its columns directly; the batch is written once.
+        out = store.new_empty((*shape, kept + t, store.shape[5]))
+        torch.index_select(source, 2, slots, out=out[:, :, :, :, :kept, :])
+        out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv
+    return out, lengths.clamp(max=kept) + t
+
+
+def write_rows_at(
+    store: torch.Tensor,
+    stored_lengths: torch.Tensor,
+    slots: torch.Tensor,
+    kv: torch.Tensor,
+    lengths: torch.Tensor,
+) -> None:
+    """``store``'s slot ``slots[b]`` := row ``b`` of ``kv`` (slab layout), and its length.
+
+    ``kv`` must not share ``store``'s memory (a scatter must not read its own output)."""
+    dst, src = store, kv
+    if not torch.compiler.is_compiling():
+        for wide in (torch.complex128, torch.int64):
+            # index_copy_ moves one element at a time: copying the same bytes as a quarter
+            # as many 16-byte elements is several times faster on the CPU. A copy moves
+            # bits unchanged; nothing is computed on them. (Compiled code copies its own way.)
+            if _viewable(dst, wide) and _viewable(src, wide):
+                dst, src = dst.view(wide), src.view(wide)
+                break
+    dst.index_copy_(2, slots, src)
+    stored_lengths.index_copy_(0, slots, lengths)
+
+
+def store_window(
+    store: torch.Tensor,
+    stored_lengths: torch.Tensor,
+    slots: torch.Tensor,
+    kv: torch.Tensor,
+    lengths: torch.Tensor,
+    padded: torch.Tensor,
+    out_len_table: torch.Tensor,
+    windowed_table: torch.Tensor,
+    weight_table: torch.Tensor,
+    shift_table: torch.Tensor,
+    bits_table: torch.Tensor,
+    context_length: int,
+) -> None:
+    """A batch store's slab work: ``zerokv.entry.shift_rows`` (split and window rule) of
+    a batch (width >= 1, not a view of ``store``), written to ``slots``."""
+    rows, out_len = shift_rows(
+        kv,
+        lengths,
+        padded,
+        out_len_table,
+        windowed_table,
+        weight_table,
+        shift_table,
+        bits_table,
+        context_length,
+    )
+    write_rows_at(store, stored_lengths, slots, rows, out_len)
 
 
 def _viewable(kv: torch.Tensor, wide: torch.dtype) -> bool:

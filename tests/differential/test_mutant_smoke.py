@@ -14,27 +14,21 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from differential.test_diff_pool import FIFOPoolMachine
-from zerokv.index.device import FIFOIndex, _PoolRows
+from zerokv.index import Placement
+from zerokv.index.device import FIFOIndex
 from zerokv.rows import Rows
 
-Resolved = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
 def test_fifo_machine_catches_an_off_by_one_ring_pointer(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = FIFOIndex.resolve_put
+    original = FIFOIndex.put
 
-    def off_by_one(
-        self: FIFOIndex,
-        pool_rows: _PoolRows,
-        before: torch.Tensor,
-        rows: Rows,
-    ) -> Resolved:
-        out = original(self, pool_rows, before, rows)
-        inserted = torch.zeros_like(self.next).index_add_(0, pool_rows.pool_ids, out[3].long())
-        self.next = (self.next + (inserted > 0).long()) % self.capacity
+    def off_by_one(self: FIFOIndex, rows: Rows) -> Placement:
+        out = original(self, rows)
+        pool_ids = self._row_map(rows.env_ids).pool_ids
+        inserted = torch.zeros_like(self.next).index_add_(0, pool_ids, out.result.inserted.long())
+        self.next.add_((inserted > 0).long()).remainder_(self.capacity)
         return out
 
-    monkeypatch.setattr(FIFOIndex, "resolve_put", off_by_one)
+    monkeypatch.setattr(FIFOIndex, "put", off_by_one)
     quick = settings(
         max_examples=200,
         stateful_step_count=30,

@@ -104,8 +104,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "self.next = (self.next + advance) % cap",
-                "self.next = (self.next + advance + (advance > 0).long()) % cap",
+                "next_slot.add_(advance).remainder_(cap)",
+                "next_slot.add_(advance + (advance > 0).long()).remainder_(cap)",
             ),
         ),
         (POOL_T,),
@@ -116,7 +116,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "evicted_mask = new & (lapped | self.occupied.index_select(0, flat))",
+                "evicted_mask = new & (lapped | occupied.index_select(0, flat))",
                 "evicted_mask = new & lapped",
             ),
         ),
@@ -160,12 +160,12 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "stale-slab-lengths",
-        "Slab.write: lengths not written (every slot keeps its previous length)",
+        "write_rows_at (the slab scatter): lengths not written (every slot keeps its previous length)",
         (
             Edit(
                 SLAB,
-                "self.lengths.index_copy_(0, slots, entries.lengths)",
-                "self.lengths.index_copy_(0, slots, self.lengths.index_select(0, slots))",
+                "stored_lengths.index_copy_(0, slots, lengths)",
+                "stored_lengths.index_copy_(0, slots, stored_lengths.index_select(0, slots))",
             ),
         ),
         (POOL_T,),
@@ -176,8 +176,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 ENTRY,
-                "torch.addcmul(moved, correction.padded",
-                "torch.addcmul(moved, 0 * correction.padded",
+                "torch.addcmul(moved, padded",
+                "torch.addcmul(moved, 0 * padded",
             ),
         ),
         (BATCH_T,),
@@ -326,8 +326,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 SLAB,
-                "return Batch(out, lengths.clamp(max=kept) + t, True)",
-                "return Batch(out, lengths + t, True)",
+                "return out, lengths.clamp(max=kept) + t",
+                "return out, lengths + t",
             ),
         ),
         (SEARCH_T, MANAGER_T),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from zerokv import checks
 from zerokv.errors import ConfigError
 from zerokv.index.base import (
     STATS_FIELDS,
@@ -29,6 +28,7 @@ from zerokv.index.base import (
 )
 from zerokv.index.device import FIFOIndex, LRUIndex, PriorityIndex, SlotIndex
 from zerokv.index.host import HostFIFOIndex, HostIndex, HostLRUIndex, HostPriorityIndex
+from zerokv.kernels import EAGER, Kernels
 from zerokv_spec.pool import Policy
 
 __all__ = [
@@ -58,25 +58,44 @@ BACKENDS: dict[str, dict[Policy, type[SlotIndex] | type[HostIndex]]] = {
 }
 
 
+#: The device index per policy (they take the kernels that run their tensor work).
+DEVICE_INDEXES: dict[Policy, type[SlotIndex]] = {
+    Policy.FIFO: FIFOIndex,
+    Policy.LRU: LRUIndex,
+    Policy.PRIORITY: PriorityIndex,
+}
+
+
 def make_index(
     policy: Policy,
     region: Region,
     device: torch.device | str = "cpu",
     backend: str = "auto",
+    kernels: Kernels | None = None,
 ) -> IndexBackend:
     """A new empty index of ``policy`` over ``region``.
 
     ``backend``: ``"device"`` (state in tensors on ``device``), ``"host"`` (state in host
     memory, CPU caches only) or ``"auto"``: the host index where
-    ``checks.host_reads_are_free(device)``, else the device index.
+    ``checks.host_reads_are_free(device)`` and the kernels are eager, else the device
+    index. ``kernels`` run the device index's tensor work (``zerokv.kernels``; compiled
+    kernels need the device index: the host index has no tensor work to compile).
     """
     dev = torch.device(device)
+    kernels = EAGER if kernels is None else kernels
     if backend == "auto":
-        backend = "host" if checks.host_reads_are_free(dev) else "device"
+        backend = "host" if kernels.shortcuts(dev) else "device"
+    if backend == "host" and kernels.compiled:
+        raise ConfigError(
+            "compiled kernels run on the device index: use index='device' or 'auto' "
+            "with compile=True"
+        )
     if backend not in BACKENDS:
         raise ConfigError(f"index backend must be 'auto', 'device' or 'host', got {backend!r}")
     if backend == "host" and dev.type != "cpu":
         raise ConfigError(f"the host index serves CPU tensors only, not {dev}")
     if not isinstance(policy, Policy):
         raise ConfigError(f"unknown policy {policy!r}")
-    return BACKENDS[backend][policy](region, dev)
+    if backend == "host":
+        return BACKENDS[backend][policy](region, dev)
+    return DEVICE_INDEXES[policy](region, dev, kernels)

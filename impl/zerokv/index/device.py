@@ -70,6 +70,7 @@ from zerokv.index.base import (
     TierLookup,
     check_priority_value,
 )
+from zerokv.kernels import EAGER, Kernels
 from zerokv.keys import env_tags
 from zerokv.rows import Rows
 from zerokv_spec.keys import check_key, scoped_key
@@ -126,8 +127,12 @@ class SlotIndex:
 
     policy = Policy.FIFO
 
-    def __init__(self, region: Region, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, region: Region, device: torch.device | str = "cpu", kernels: Kernels | None = None
+    ) -> None:
         self.region = region
+        #: What runs the tensor work of ``lookup`` and FIFO's ``put`` (eager or compiled).
+        self.kernels = EAGER if kernels is None else kernels
         self.num_pools = region.num_pools
         self.capacity = region.capacity
         self.device = torch.device(device)
@@ -196,18 +201,14 @@ class SlotIndex:
     def _pool_rows(self, rows: Rows) -> _PoolRows:
         """Each row's pool (its env id, or 0 in a shared region) and its (bound) key."""
         mapped = self._row_map(rows.env_ids)
-        if mapped.key_tag is None or mapped.fingerprint_tag is None:
-            return _PoolRows(
-                mapped.pool_ids, mapped.first, rows.keys, rows.fingerprints, rows.has_fingerprint
-            )
-        # Bound to the env: every row carries a fingerprint (a missing one counts as 0).
-        given = rows.fingerprints
-        if given is not None and rows.has_fingerprint is not None:
-            given = given * rows.has_fingerprint
-        tag = mapped.fingerprint_tag
-        bound = tag if given is None else given ^ tag
-        keys = rows.keys ^ mapped.key_tag
-        return _PoolRows(mapped.pool_ids, mapped.first, keys, bound, None)
+        keys, fps, has = bind_rows(
+            rows.keys,
+            rows.fingerprints,
+            rows.has_fingerprint,
+            mapped.key_tag,
+            mapped.fingerprint_tag,
+        )
+        return _PoolRows(mapped.pool_ids, mapped.first, keys, fps, has)
 
     def _pool_key(self, env_id: int, key: int) -> tuple[int, int]:
         """The pool and stored key of one row (host values)."""
@@ -231,10 +232,7 @@ class SlotIndex:
         self, pool_ids: torch.Tensor, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row: is the key stored in its pool, and in which slot (0 when not)."""
-        stored = self._keys_grid.index_select(0, pool_ids)
-        live = self._occupied_grid.index_select(0, pool_ids)
-        match = (stored == keys.unsqueeze(1)) & live
-        return match.any(dim=1), match.to(torch.int8).argmax(dim=1)
+        return match_keys(self._keys_grid, self._occupied_grid, pool_ids, keys)
 
     _FOLD_AFTER = 32
 
@@ -290,23 +288,34 @@ class SlotIndex:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Hit, collision and slot per row of a batched ``get`` (``count``) or ``peek``;
         rows not ``active`` do nothing."""
-        found, slot = self._match(rows.pool_ids, rows.keys)
-        if rows.fingerprints is None:
-            hit, collision = found, torch.zeros_like(found)
-        else:
-            flat = rows.first + slot
-            stored_fp = self.fingerprints.index_select(0, flat)
-            verified = self.has_fingerprint.index_select(0, flat) & (stored_fp == rows.fingerprints)
-            if rows.has_fingerprint is not None:
-                verified = verified | ~rows.has_fingerprint
-            hit, collision = found & verified, found & ~verified
-        if active is not None:
-            hit, collision = hit & active, collision & active
+        hit, collision, slot = match_rows(
+            self._keys_grid,
+            self._occupied_grid,
+            self.fingerprints,
+            self.has_fingerprint,
+            rows.pool_ids,
+            rows.first,
+            rows.keys,
+            rows.fingerprints,
+            rows.has_fingerprint,
+            active,
+        )
         if count:
-            self._pending_gets.append((rows.pool_ids, active, hit, collision))
-            self._pend()
-            self.on_hits(rows.pool_ids, slot, hit)
+            self._counted(rows.pool_ids, active, hit, collision, slot)
         return hit, collision, slot
+
+    def _counted(
+        self,
+        pool_ids: torch.Tensor,
+        active: torch.Tensor | None,
+        hit: torch.Tensor,
+        collision: torch.Tensor,
+        slot: torch.Tensor,
+    ) -> None:
+        """A counted ``get``'s statistics (pending) and the policy's bookkeeping."""
+        self._pending_gets.append((pool_ids, active, hit, collision))
+        self._pend()
+        self.on_hits(pool_ids, slot, hit)
 
     def get_many(self, rows: Rows, *, count: bool = True) -> Lookup:
         """Batched ``get`` (``count``) or ``peek`` (not ``count``)."""
@@ -315,32 +324,35 @@ class SlotIndex:
         return Lookup(status, torch.where(hit, slot, torch.full_like(slot, -1)))
 
     def lookup(self, rows: Rows, found: Found | None) -> DeviceFound:
-        """A tier of a manager lookup: counts and fills the rows ``found`` has not hit."""
-        pool_rows = self._pool_rows(rows)
-        active = None
+        """A tier of a manager lookup: counts and fills the rows ``found`` has not hit
+        (one ``lookup_tier`` kernel)."""
+        mapped = self._row_map(rows.env_ids)
+        prev = None
         if found is not None:
             assert isinstance(found, DeviceFound)
-            active = ~found.hit
-        hit, collision, slot = self._get(pool_rows, active, True)
-        flat = self.region.base + pool_rows.first + slot
-        code = int(self.region.tier)
-        if found is None:
-            miss = torch.full_like(slot, -1)
-            zero = torch.full_like(slot, self.region.zero)
-            return DeviceFound(
-                hit.long() * code,
-                torch.where(hit, slot, miss),
-                collision,
-                torch.where(hit, flat, zero),
-                hit,
+            prev = (found.tier, found.slot, found.collided, found.global_slot, found.hit)
+        region = self.region
+        (tier, slot, collided, global_slot, hit), (active, tier_hit, collision, tier_slot) = (
+            self.kernels(lookup_tier)(
+                self._keys_grid,
+                self._occupied_grid,
+                self.fingerprints,
+                self.has_fingerprint,
+                mapped.pool_ids,
+                mapped.first,
+                rows.keys,
+                rows.fingerprints,
+                rows.has_fingerprint,
+                mapped.key_tag,
+                mapped.fingerprint_tag,
+                prev,
+                region.base,
+                int(region.tier),
+                region.zero,
             )
-        return DeviceFound(
-            found.tier + hit.long() * code,
-            torch.where(hit, slot, found.slot),
-            found.collided | collision,
-            torch.where(hit, flat, found.global_slot),
-            found.hit | hit,
         )
+        self._counted(mapped.pool_ids, active, tier_hit, collision, tier_slot)
+        return DeviceFound(tier, slot, collided, global_slot, hit)
 
     def on_hits(self, pool_ids: torch.Tensor, slot: torch.Tensor, hit: torch.Tensor) -> None:
         """Policy bookkeeping for the hits of one batched ``get``."""
@@ -354,37 +366,45 @@ class SlotIndex:
         """Batched ``put``: the spec's left-to-right fold (module docstring)."""
         self.check_priorities(rows)
         pool_rows = self._pool_rows(rows)
-        pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
         pools = self._pools_of(rows)
         before, later = self._pairs(pools)
         slot, evicted, evicted_mask, inserted = self.resolve_put(pool_rows, before, rows)
+        targets = write_keys(
+            self.keys,
+            self.fingerprints,
+            self.has_fingerprint,
+            self.occupied,
+            later,
+            pool_rows.first,
+            slot,
+            pool_rows.keys,
+            pool_rows.fingerprints,
+            pool_rows.has_fingerprint,
+            self._trash,
+            self._slab_trash,
+            self.region.base,
+        )
+        return self._placed(
+            rows, pools, pool_rows.pool_ids, (slot, evicted, evicted_mask, inserted), targets
+        )
+
+    def _placed(
+        self,
+        rows: Rows,
+        pools: tuple[int, ...],
+        pool_ids: torch.Tensor,
+        resolved: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        targets: torch.Tensor,
+    ) -> Placement:
+        """After a put's tensor work: host counts, pending statistics, contracts."""
+        slot, evicted, evicted_mask, inserted = resolved
         for p in pools:
             self.stored_since_clear[p] += 1
-        flat = pool_rows.first + slot
-        # A row that a later row of the batch overwrites writes to the trash element
-        # instead, so every scatter below has distinct real targets (deterministic on
-        # CUDA). The trash element lies outside every pool and is never read.
-        superseded = (later & (slot.unsqueeze(0) == slot.unsqueeze(1))).any(dim=1)
-        write = torch.where(superseded, self._trash, flat)
-        self.keys.index_copy_(0, write, keys)
-        fingerprints, has = pool_rows.fingerprints, pool_rows.has_fingerprint
-        if fingerprints is None:
-            self.fingerprints.index_fill_(0, write, 0)
-            self.has_fingerprint.index_fill_(0, write, False)
-        elif has is None:
-            self.fingerprints.index_copy_(0, write, fingerprints)
-            self.has_fingerprint.index_fill_(0, write, True)
-        else:
-            self.fingerprints.index_copy_(0, write, fingerprints * has)
-            self.has_fingerprint.index_copy_(0, write, has)
-        self.occupied.index_fill_(0, write, True)
         if rows.count:
             self._pending_puts.append((pool_ids, inserted, evicted_mask))
             self._pend()
         if checks.ENABLED:
             self.check()
-        region = self.region
-        targets = torch.where(superseded, self._slab_trash, flat + region.base)
         return Placement(PutResult(slot, evicted, evicted_mask, inserted, targets), None)
 
     def resolve_put(
@@ -610,101 +630,42 @@ class FIFOIndex(SlotIndex):
         else:
             self.next[pool_id] = 0
 
-    def resolve_put(
-        self, pool_rows: _PoolRows, before: torch.Tensor, rows: Rows
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
-        if keys.shape[0] == 0:
+    def put(self, rows: Rows) -> Placement:
+        """The whole batch in one ``fifo_put`` kernel (module docstring)."""
+        self.check_priorities(rows)
+        if rows.count == 0:
             empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-            return empty, empty, empty.bool(), empty.bool()
-        present, first_slot = self._match(pool_ids, keys)
-        ptr = self.next.index_select(0, pool_ids)
-        same_key_before = before & (keys.unsqueeze(1) == keys.unsqueeze(0))
-        if self._cannot_interplay(rows):
-            return self._resolve_plain(pool_rows, before, present, first_slot, ptr, same_key_before)
-        return self._resolve_fold(pool_rows, before, present, first_slot, ptr, same_key_before)
-
-    def _resolve_plain(
-        self,
-        pool_rows: _PoolRows,
-        before: torch.Tensor,
-        present: torch.Tensor,
-        first_slot: torch.Tensor,
-        ptr: torch.Tensor,
-        same_key_before: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The fold when no insertion of the batch can evict a key a later row looks for
-        (``_cannot_interplay``): a row is new iff its key is absent and not repeated
-        earlier in the batch; new rows take consecutive slots from the pointer; a repeat
-        takes its first occurrence's slot; a new row evicts its slot's occupant."""
-        repeat = same_key_before.any(dim=1)
-        new = ~(present | repeat)
-        count = (before & new.unsqueeze(0)).sum(dim=1)  # new rows before, same pool
-        new_slot = (ptr + count) % self.capacity
-        first = same_key_before.to(torch.int8).argmax(dim=1)
-        source = torch.where(repeat, first, _row_numbers(first))
-        slot = torch.where(present, first_slot, new_slot.index_select(0, source))
-        flat = pool_rows.first + slot
-        evicted_mask = new & self.occupied.index_select(0, flat)
-        evicted = torch.where(evicted_mask, self.keys.index_select(0, flat), 0)
-        self.next.index_add_(0, pool_rows.pool_ids, new.long()).remainder_(self.capacity)
-        return slot, evicted, evicted_mask, new
-
-    def _resolve_fold(
-        self,
-        pool_rows: _PoolRows,
-        before: torch.Tensor,
-        present: torch.Tensor,
-        first_slot: torch.Tensor,
-        ptr: torch.Tensor,
-        same_key_before: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The fold in general: the fixed point of the module docstring."""
-        pool_ids, keys = pool_rows.pool_ids, pool_rows.keys
-        cap = self.capacity
-        count_rows = keys.shape[0]
-        # Insertion number of a key stored before the batch: its ring offset - capacity.
-        initial = torch.where(present, (first_slot - ptr) % cap - cap, torch.full_like(ptr, _NEG))
-        new = ~present & ~same_key_before.any(dim=1)
-
-        def step(
-            new: torch.Tensor,
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-            count = (before & new.unsqueeze(0)).sum(dim=1)
-            prev = same_key_before & new.unsqueeze(0)
-            has_prev = prev.any(dim=1)
-            latest = torch.where(
-                prev, count.unsqueeze(0), torch.full_like(prev, _NEG, dtype=torch.int64)
-            )
-            latest_n = latest.amax(dim=1) if count_rows else count
-            insertion = torch.where(has_prev, latest_n, initial)
-            return count > insertion + cap, count, has_prev, latest_n
-
-        on_cpu = checks.host_reads_are_free(self.device)
-        for _ in range(count_rows):
-            following = step(new)[0]
-            # CPU: stop at the fixed point (a host read is free there); CUDA: B rounds.
-            if on_cpu and torch.equal(following, new):
-                break
-            new = following
-        _, count, has_prev, latest_n = step(new)
-        slot = torch.where(
-            new, (ptr + count) % cap, torch.where(has_prev, (ptr + latest_n) % cap, first_slot)
+            resolved = (empty, empty, empty.bool(), empty.bool())
+            return self._placed(rows, (), empty, resolved, empty)
+        mapped = self._row_map(rows.env_ids)
+        pools = self._pools_of(rows)
+        before, later = self._pairs(pools)
+        slot, evicted, evicted_mask, inserted, targets = self.kernels(fifo_put)(
+            self.keys,
+            self.fingerprints,
+            self.has_fingerprint,
+            self.occupied,
+            self.next,
+            self._keys_grid,
+            self._occupied_grid,
+            mapped.pool_ids,
+            mapped.first,
+            rows.keys,
+            rows.fingerprints,
+            rows.has_fingerprint,
+            mapped.key_tag,
+            mapped.fingerprint_tag,
+            before,
+            later,
+            self._trash,
+            self._slab_trash,
+            self.region.base,
+            self.capacity,
+            not self._cannot_interplay(rows),
+            self.kernels.shortcuts(self.device),
         )
-        flat = pool_ids * cap + slot
-        # Who is evicted: after a full lap, the batch row inserted one lap earlier;
-        # otherwise the slot's occupant from before the batch (no earlier row touched it).
-        lapped = count >= cap
-        lap_source = before & new.unsqueeze(0) & (count.unsqueeze(0) == (count - cap).unsqueeze(1))
-        lap_key = torch.where(
-            lap_source, keys.unsqueeze(0), torch.zeros_like(lap_source, dtype=torch.int64)
-        ).sum(dim=1)
-        evicted_mask = new & (lapped | self.occupied.index_select(0, flat))
-        evicted = torch.where(lapped, lap_key, self.keys.index_select(0, flat))
-        evicted = torch.where(evicted_mask, evicted, torch.zeros_like(evicted))
-        advance = torch.zeros_like(self.next).index_add_(0, pool_ids, new.long())
-        self.next = (self.next + advance) % cap
-        return slot, evicted, evicted_mask, new
+        resolved = (slot, evicted, evicted_mask, inserted)
+        return self._placed(rows, pools, mapped.pool_ids, resolved, targets)
 
     def _cannot_interplay(self, rows: Rows) -> bool:
         """Whether no insertion of this batch can evict a key a later row looks for (host
@@ -876,3 +837,332 @@ class PriorityIndex(_ClockedIndex):
         super().check_policy()
         if not bool(torch.isfinite(self.priority[: self.trash]).all()):
             raise ContractViolation("a priority is not finite")
+
+
+# ---------------------------------------------------------------------- kernels
+# The tensor work of the hot path, as pure functions of tensors and static Python values
+# (ints, bools, None): they mutate only the state tensors they are handed, in place, and
+# never read a device value on the host (except ``fifo_fold`` with ``early_stop``, which
+# only the eager CPU path asks for). ``zerokv.kernels`` runs them eagerly or compiles them.
+
+
+def bind_rows(
+    keys: torch.Tensor,
+    fingerprints: torch.Tensor | None,
+    has_fingerprint: torch.Tensor | None,
+    key_tag: torch.Tensor | None,
+    fp_tag: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Rows' stored keys, fingerprints and fingerprint flags: unchanged in an unbound
+    region; bound to their env (``zerokv.keys.scoped_keys`` / ``scoped_fingerprints``)
+    where the tags are given, and then every row carries a fingerprint (a missing one
+    counts as 0)."""
+    if key_tag is None or fp_tag is None:
+        return keys, fingerprints, has_fingerprint
+    given = fingerprints
+    if given is not None and has_fingerprint is not None:
+        given = given * has_fingerprint
+    bound = fp_tag if given is None else given ^ fp_tag
+    return keys ^ key_tag, bound, None
+
+
+def match_keys(
+    keys_grid: torch.Tensor, occupied_grid: torch.Tensor, pool_ids: torch.Tensor, keys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: is the key stored in its pool, and in which slot (0 when not)."""
+    stored = keys_grid.index_select(0, pool_ids)
+    live = occupied_grid.index_select(0, pool_ids)
+    match = (stored == keys.unsqueeze(1)) & live
+    return match.any(dim=1), match.to(torch.int8).argmax(dim=1)
+
+
+def match_rows(
+    keys_grid: torch.Tensor,
+    occupied_grid: torch.Tensor,
+    fingerprints: torch.Tensor,
+    has_fingerprint: torch.Tensor,
+    pool_ids: torch.Tensor,
+    first: torch.Tensor,
+    keys: torch.Tensor,
+    row_fps: torch.Tensor | None,
+    row_has: torch.Tensor | None,
+    active: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hit, collision and slot per (bound) row; rows not ``active`` neither hit nor
+    collide. A found key hits when its fingerprint verifies (or either side has none)."""
+    found, slot = match_keys(keys_grid, occupied_grid, pool_ids, keys)
+    if row_fps is None:
+        hit, collision = found, torch.zeros_like(found)
+    else:
+        flat = first + slot
+        stored_fp = fingerprints.index_select(0, flat)
+        verified = has_fingerprint.index_select(0, flat) & (stored_fp == row_fps)
+        if row_has is not None:
+            verified = verified | ~row_has
+        hit, collision = found & verified, found & ~verified
+    if active is not None:
+        hit, collision = hit & active, collision & active
+    return hit, collision, slot
+
+
+def lookup_tier(
+    keys_grid: torch.Tensor,
+    occupied_grid: torch.Tensor,
+    fingerprints: torch.Tensor,
+    has_fingerprint: torch.Tensor,
+    pool_ids: torch.Tensor,
+    first: torch.Tensor,
+    keys: torch.Tensor,
+    row_fps: torch.Tensor | None,
+    row_has: torch.Tensor | None,
+    key_tag: torch.Tensor | None,
+    fp_tag: torch.Tensor | None,
+    prev: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    base: int,
+    code: int,
+    zero: int,
+) -> tuple[
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor],
+]:
+    """One tier of a manager lookup: the rows ``prev`` (tier, slot, collided, slab slot,
+    hit of the earlier tiers; None before the first) has not hit are looked up here.
+
+    Returns the lookup so far, and this tier's own ``(active, hit, collision, slot)`` for
+    its statistics and policy."""
+    keys, row_fps, row_has = bind_rows(keys, row_fps, row_has, key_tag, fp_tag)
+    active = None if prev is None else ~prev[4]
+    hit, collision, slot = match_rows(
+        keys_grid,
+        occupied_grid,
+        fingerprints,
+        has_fingerprint,
+        pool_ids,
+        first,
+        keys,
+        row_fps,
+        row_has,
+        active,
+    )
+    flat = base + first + slot
+    if prev is None:
+        miss = torch.full_like(slot, -1)
+        empty = torch.full_like(slot, zero)
+        found = (
+            hit.long() * code,
+            torch.where(hit, slot, miss),
+            collision,
+            torch.where(hit, flat, empty),
+            hit,
+        )
+    else:
+        tier, prev_slot, collided, global_slot, prev_hit = prev
+        found = (
+            tier + hit.long() * code,
+            torch.where(hit, slot, prev_slot),
+            collided | collision,
+            torch.where(hit, flat, global_slot),
+            prev_hit | hit,
+        )
+    return found, (active, hit, collision, slot)
+
+
+def write_keys(
+    keys: torch.Tensor,
+    fingerprints: torch.Tensor,
+    has_fingerprint: torch.Tensor,
+    occupied: torch.Tensor,
+    later: torch.Tensor,
+    first: torch.Tensor,
+    slot: torch.Tensor,
+    row_keys: torch.Tensor,
+    row_fps: torch.Tensor | None,
+    row_has: torch.Tensor | None,
+    trash: torch.Tensor,
+    slab_trash: torch.Tensor,
+    base: int,
+) -> torch.Tensor:
+    """A put's index writes (key, fingerprint, occupied per row's slot); returns each
+    row's slab write target.
+
+    A row that a later row of the batch (``later``: same pool, after) overwrites writes
+    to the trash element instead, so every scatter has distinct real targets
+    (deterministic on CUDA). The trash element lies outside every pool, never read."""
+    flat = first + slot
+    superseded = (later & (slot.unsqueeze(0) == slot.unsqueeze(1))).any(dim=1)
+    write = torch.where(superseded, trash, flat)
+    keys.index_copy_(0, write, row_keys)
+    if row_fps is None:
+        fingerprints.index_fill_(0, write, 0)
+        has_fingerprint.index_fill_(0, write, False)
+    elif row_has is None:
+        fingerprints.index_copy_(0, write, row_fps)
+        has_fingerprint.index_fill_(0, write, True)
+    else:
+        fingerprints.index_copy_(0, write, row_fps * row_has)
+        has_fingerprint.index_copy_(0, write, row_has)
+    occupied.index_fill_(0, write, True)
+    return torch.where(superseded, slab_trash, flat + base)
+
+
+def fifo_put(
+    keys: torch.Tensor,
+    fingerprints: torch.Tensor,
+    has_fingerprint: torch.Tensor,
+    occupied: torch.Tensor,
+    next_slot: torch.Tensor,
+    keys_grid: torch.Tensor,
+    occupied_grid: torch.Tensor,
+    pool_ids: torch.Tensor,
+    first: torch.Tensor,
+    row_keys: torch.Tensor,
+    row_fps: torch.Tensor | None,
+    row_has: torch.Tensor | None,
+    key_tag: torch.Tensor | None,
+    fp_tag: torch.Tensor | None,
+    before: torch.Tensor,
+    later: torch.Tensor,
+    trash: torch.Tensor,
+    slab_trash: torch.Tensor,
+    base: int,
+    capacity: int,
+    fold: bool,
+    early_stop: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A FIFO put of a whole (non-empty) batch: slot, evicted key, evicted mask and
+    insert flag per row, and its slab write target; the keys, fingerprints, occupancy
+    and ring pointers (``next_slot``) are updated in place.
+
+    ``fold``: resolve with the general fixed point (``fifo_fold``) rather than the closed
+    form (``fifo_plain``), which is exact only when no insertion of the batch can evict a
+    key a later row looks for (``FIFOIndex._cannot_interplay``)."""
+    row_keys, row_fps, row_has = bind_rows(row_keys, row_fps, row_has, key_tag, fp_tag)
+    present, first_slot = match_keys(keys_grid, occupied_grid, pool_ids, row_keys)
+    ptr = next_slot.index_select(0, pool_ids)
+    same_key_before = before & (row_keys.unsqueeze(1) == row_keys.unsqueeze(0))
+    resolve = fifo_fold if fold else fifo_plain
+    slot, evicted, evicted_mask, new = resolve(
+        keys,
+        occupied,
+        next_slot,
+        pool_ids,
+        first,
+        row_keys,
+        before,
+        present,
+        first_slot,
+        ptr,
+        same_key_before,
+        capacity,
+        early_stop,
+    )
+    targets = write_keys(
+        keys,
+        fingerprints,
+        has_fingerprint,
+        occupied,
+        later,
+        first,
+        slot,
+        row_keys,
+        row_fps,
+        row_has,
+        trash,
+        slab_trash,
+        base,
+    )
+    return slot, evicted, evicted_mask, new, targets
+
+
+def fifo_plain(
+    keys: torch.Tensor,
+    occupied: torch.Tensor,
+    next_slot: torch.Tensor,
+    pool_ids: torch.Tensor,
+    first: torch.Tensor,
+    row_keys: torch.Tensor,
+    before: torch.Tensor,
+    present: torch.Tensor,
+    first_slot: torch.Tensor,
+    ptr: torch.Tensor,
+    same_key_before: torch.Tensor,
+    capacity: int,
+    early_stop: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fold when no insertion of the batch can evict a key a later row looks for: a
+    row is new iff its key is absent and not repeated earlier in the batch; new rows take
+    consecutive slots from the pointer; a repeat takes its first occurrence's slot; a new
+    row evicts its slot's occupant."""
+    repeat = same_key_before.any(dim=1)
+    new = ~(present | repeat)
+    count = (before & new.unsqueeze(0)).sum(dim=1)  # new rows before, same pool
+    new_slot = (ptr + count) % capacity
+    earliest = same_key_before.to(torch.int8).argmax(dim=1)
+    source = torch.where(repeat, earliest, _row_numbers(earliest))
+    slot = torch.where(present, first_slot, new_slot.index_select(0, source))
+    flat = first + slot
+    evicted_mask = new & occupied.index_select(0, flat)
+    evicted = torch.where(evicted_mask, keys.index_select(0, flat), 0)
+    next_slot.index_add_(0, pool_ids, new.long()).remainder_(capacity)
+    return slot, evicted, evicted_mask, new
+
+
+def fifo_fold(
+    keys: torch.Tensor,
+    occupied: torch.Tensor,
+    next_slot: torch.Tensor,
+    pool_ids: torch.Tensor,
+    first: torch.Tensor,
+    row_keys: torch.Tensor,
+    before: torch.Tensor,
+    present: torch.Tensor,
+    first_slot: torch.Tensor,
+    ptr: torch.Tensor,
+    same_key_before: torch.Tensor,
+    capacity: int,
+    early_stop: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fold in general: the fixed point of the module docstring, ``B`` rounds (or
+    fewer with ``early_stop``: a host read that stops at the fixed point, CPU only)."""
+    cap = capacity
+    count_rows = row_keys.shape[0]
+    # Insertion number of a key stored before the batch: its ring offset - capacity.
+    initial = torch.where(present, (first_slot - ptr) % cap - cap, torch.full_like(ptr, _NEG))
+    new = ~present & ~same_key_before.any(dim=1)
+
+    def step(
+        new: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        count = (before & new.unsqueeze(0)).sum(dim=1)
+        prev = same_key_before & new.unsqueeze(0)
+        has_prev = prev.any(dim=1)
+        latest = torch.where(
+            prev, count.unsqueeze(0), torch.full_like(prev, _NEG, dtype=torch.int64)
+        )
+        latest_n = latest.amax(dim=1)
+        insertion = torch.where(has_prev, latest_n, initial)
+        return count > insertion + cap, count, has_prev, latest_n
+
+    for _ in range(count_rows):
+        following = step(new)[0]
+        if early_stop and torch.equal(following, new):
+            break
+        new = following
+    _, count, has_prev, latest_n = step(new)
+    slot = torch.where(
+        new, (ptr + count) % cap, torch.where(has_prev, (ptr + latest_n) % cap, first_slot)
+    )
+    flat = first + slot
+    # Who is evicted: after a full lap, the batch row inserted one lap earlier;
+    # otherwise the slot's occupant from before the batch (no earlier row touched it).
+    lapped = count >= cap
+    lap_source = before & new.unsqueeze(0) & (count.unsqueeze(0) == (count - cap).unsqueeze(1))
+    lap_key = torch.where(
+        lap_source, row_keys.unsqueeze(0), torch.zeros_like(lap_source, dtype=torch.int64)
+    ).sum(dim=1)
+    evicted_mask = new & (lapped | occupied.index_select(0, flat))
+    evicted = torch.where(lapped, lap_key, keys.index_select(0, flat))
+    evicted = torch.where(evicted_mask, evicted, torch.zeros_like(evicted))
+    advance = torch.zeros_like(next_slot).index_add_(0, pool_ids, new.long())
+    next_slot.add_(advance).remainder_(cap)
+    return slot, evicted, evicted_mask, new

@@ -1,0 +1,100 @@
+"""Which executor runs the hot path's kernels: eager torch, or ``torch.compile``.
+
+The tensor work of every hot-path phase is a **kernel**: a pure function of tensors and
+static Python values (ints, bools, None) that mutates only the state tensors it is handed,
+in place, and never reads a device value on the host. Each kernel lives with the concept
+it computes:
+
+==========================================  =============================================
+kernel                                      phase of a simulation step
+==========================================  =============================================
+``zerokv.keys.zkv64_mix``                   ``keys_of``: hash the latents' words
+``zerokv.index.device.lookup_tier``         ``lookup_many``: one tier (two per lookup)
+``zerokv.slab.gather_rows``                 ``gather_reserve`` / ``gather_append``
+``zerokv.index.device.fifo_put``            store: FIFO slots, evictions, index writes
+``zerokv.slab.store_window``                store: window rule and the slab scatter
+==========================================  =============================================
+
+The components around them (``CacheManager``, ``SlotIndex``, ``Slab``) keep everything that
+is not tensor work: validation, host-side caches (row maps, pair masks, tables), host
+counters, statistics bookkeeping, the thread guard. So the same kernels run in both modes,
+and a kernel's eager run is the reference its compiled run is tested against.
+
+This module owns the choice between the two: a ``Kernels`` value is called with a kernel
+and returns what runs it, the function itself (``EAGER``) or its compiled version
+(``compiled_kernels(device)``: ``torch.compile`` with ``fullgraph=True`` - a graph break
+is an error, not a silent fallback - and ``dynamic=False``; inductor on the CPU,
+``mode="reduce-overhead"`` (CUDA graphs) on CUDA). A compiled kernel is compiled once per
+static signature (tensor shapes, which optional tensors are given, the static ints): an
+MCTS step has one batch size per phase, so a search compiles each kernel once or twice.
+``torch._dynamo``'s per-function recompile limit is raised to ``RECOMPILE_LIMIT`` so that
+batches of other sizes (ready-env subsets) get compiled code too, instead of dynamo's
+silent fallback to eager after 8 signatures.
+
+``CacheConfig(compile=True)`` gives a manager compiled kernels. Compiled kernels take the
+CUDA code path on every device: the CPU host shortcuts (``zerokv.checks``) are for the eager
+kernels only (``Kernels.shortcuts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TypeVar, cast
+
+import torch
+
+from zerokv import checks
+
+__all__ = ["EAGER", "RECOMPILE_LIMIT", "Kernels", "compiled_kernels"]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+#: Signatures per kernel that get compiled code (``torch._dynamo.config.recompile_limit``
+#: is raised to at least this when compiled kernels are first made).
+RECOMPILE_LIMIT = 64
+
+
+class Kernels:
+    """Runs kernels eagerly (``compiled`` False) or compiled (module docstring)."""
+
+    def __init__(self, compiled: bool = False, mode: str | None = None) -> None:
+        self.compiled = compiled
+        #: ``torch.compile``'s mode (None: inductor's default; CUDA: "reduce-overhead").
+        self.mode = mode
+        self._done: dict[Callable[..., object], Callable[..., object]] = {}
+
+    def __call__(self, kernel: F) -> F:
+        """What runs ``kernel``: itself, or its compiled version (made once)."""
+        if not self.compiled:
+            return kernel
+        done = self._done.get(kernel)
+        if done is None:
+            done = torch.compile(kernel, fullgraph=True, dynamic=False, mode=self.mode)
+            self._done[kernel] = done
+        return cast(F, done)
+
+    def shortcuts(self, device: torch.device) -> bool:
+        """Whether a kernel's caller may take a CPU host shortcut: eager kernels only."""
+        return not self.compiled and checks.host_reads_are_free(device)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Kernels:
+        return self  # an executor shared by caches, not state of any of them
+
+    def __repr__(self) -> str:
+        if not self.compiled:
+            return "Kernels(eager)"
+        return f"Kernels(compiled, mode={self.mode!r})"
+
+
+#: The eager kernels: every cache's default.
+EAGER = Kernels()
+
+
+@lru_cache(maxsize=8)
+def compiled_kernels(device: torch.device) -> Kernels:
+    """The compiled kernels for caches on ``device`` (one set per device type, shared by
+    every cache there, so a kernel compiles once per signature per process)."""
+    dynamo = torch._dynamo.config
+    dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
+    return Kernels(True, "reduce-overhead" if device.type == "cuda" else None)
