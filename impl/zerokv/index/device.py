@@ -595,7 +595,9 @@ class SlotIndex:
 
 
 def _row_numbers(like: torch.Tensor) -> torch.Tensor:
-    """``0 .. B-1`` on ``like``'s device (cached per size and device)."""
+    """``0 .. B-1`` on ``like``'s device (cached per size and device when eager)."""
+    if torch.compiler.is_compiling():
+        return torch.arange(int(like.shape[0]), device=like.device)
     return _arange(int(like.shape[0]), like.device)
 
 
@@ -866,6 +868,18 @@ def bind_rows(
     return keys ^ key_tag, bound, None
 
 
+def first_true(mask: torch.Tensor) -> torch.Tensor:
+    """Per row of a ``[B, n]`` mask, the column of its first True (0 when none)."""
+    if torch.compiler.is_compiling():
+        # Not argmax here: inductor's vectorised CPU argmax over int8 returned an index out
+        # of range now and then (torch 2.13, seen in the compiled equality test); a min over
+        # column numbers is exact (``n % n`` is 0: a row with no True).
+        n = int(mask.shape[1])
+        columns = torch.arange(n, device=mask.device)
+        return torch.where(mask, columns, n).amin(dim=1) % n
+    return mask.to(torch.int8).argmax(dim=1)
+
+
 def match_keys(
     keys_grid: torch.Tensor, occupied_grid: torch.Tensor, pool_ids: torch.Tensor, keys: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -873,7 +887,7 @@ def match_keys(
     stored = keys_grid.index_select(0, pool_ids)
     live = occupied_grid.index_select(0, pool_ids)
     match = (stored == keys.unsqueeze(1)) & live
-    return match.any(dim=1), match.to(torch.int8).argmax(dim=1)
+    return match.any(dim=1), first_true(match)
 
 
 def match_rows(
@@ -1097,7 +1111,7 @@ def fifo_plain(
     new = ~(present | repeat)
     count = (before & new.unsqueeze(0)).sum(dim=1)  # new rows before, same pool
     new_slot = (ptr + count) % capacity
-    earliest = same_key_before.to(torch.int8).argmax(dim=1)
+    earliest = first_true(same_key_before)
     source = torch.where(repeat, earliest, _row_numbers(earliest))
     slot = torch.where(present, first_slot, new_slot.index_select(0, source))
     flat = first + slot
