@@ -90,10 +90,15 @@ def _out_of_range(lengths: torch.Tensor, limit: int) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _padding_columns(width: int, length: int, device: torch.device) -> torch.Tensor:
-    """``[1, W]`` bool: the columns left of a row of ``length`` tokens (cached: reused
+def _padding_bits(
+    width: int, length: int, ints: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[1, W]`` masks of the integer type ``ints``: 0 in the columns left of a row of
+    ``length`` tokens and -1 (all bits) in its last ``length``, and all -1 (cached: reused
     every step, made once per shape)."""
-    return (torch.arange(width, device=device) < width - length).view(1, width)
+    keep = torch.arange(width, device=device) >= width - length
+    bits = keep.to(ints).neg().view(1, width)
+    return bits, torch.full_like(bits, -1)
 
 
 @dataclass(frozen=True)
@@ -191,9 +196,11 @@ class Batch(_Lengths):
         if not 0 <= length <= self.width:
             raise BatchError(f"length must lie in [0, {self.width}], got {length}")
         if length < self.width:
-            padding = _padding_columns(self.width, length, self.kv.device)
-            pad = rows.view(-1, 1) & padding
-            self.kv.masked_fill_(pad.view(1, 1, self.rows, 1, self.width, 1), 0)
+            ints = _INT_OF_SIZE[self.kv.element_size()]
+            padding, whole = _padding_bits(self.width, length, ints, self.kv.device)
+            bits = torch.where(rows.view(-1, 1), padding, whole)
+            # A bit mask, not masked_fill_: exact for any value and several times faster.
+            self.kv.view(ints).bitwise_and_(bits.view(1, 1, self.rows, 1, self.width, 1))
         return Batch(self.kv, self.lengths.masked_fill(rows, length), self.verified)
 
 

@@ -92,7 +92,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 ENTRY,
-                "self.kv.masked_fill_(pad.view(1, 1, self.rows, 1, self.width, 1), 0)",
+                "self.kv.view(ints).bitwise_and_(bits.view(1, 1, self.rows, 1, self.width, 1))",
                 "pass",
             ),
         ),

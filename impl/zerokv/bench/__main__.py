@@ -26,6 +26,12 @@ from typing import TextIO
 
 import torch
 
+from zerokv.bench.compiled import (
+    CompiledComparison,
+    compare_compiled,
+    compiled_json,
+    format_compiled,
+)
 from zerokv.bench.legacy import LegacyBackend
 from zerokv.bench.report import (
     Comparison,
@@ -356,6 +362,13 @@ def _parser() -> argparse.ArgumentParser:
         default="cartpole,atari",
         help="with --model: comma-separated model shapes, cartpole and/or atari (default both)",
     )
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also time zerokv with compiled kernels (CacheConfig(compile=True)) beside the "
+        "eager ones, with kernel launches per simulation step and the compile time "
+        "(zerokv.bench.compiled; always on with --device cuda)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return p
 
@@ -582,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     comparisons: list[Comparison] = []
     sweeps: list[SweepPoint] = []
     stages: list[StageBreakdown] = []
+    compiled: list[CompiledComparison] = []
     sections: list[str] = []
 
     def section(text: str) -> None:
@@ -620,6 +634,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 _release(device)
             section(format_stages(stages))
+        if mode.stages and (args.compiled or device.type == "cuda"):
+            for cfg in configs:
+                bar = progress.start(
+                    f"{cfg.name}: legacy, zerokv eager and zerokv compiled "
+                    "(compiling first: tens of seconds)"
+                )
+                if bar is not None:
+                    bar(0, 1)
+                compiled.append(
+                    compare_compiled(
+                        cfg,
+                        device=device,
+                        dtype=dtype,
+                        steps=cfg.steps if steps is None else steps,
+                        repeats=repeats,
+                    )
+                )
+                if bar is not None:
+                    bar(1, 1)
+                _release(device)
+            legacy_ops = {
+                c.config.name: c.legacy.ops_per_sim_step
+                for c in comparisons
+                if c.legacy.ops_per_sim_step is not None
+            }
+            section(format_compiled(compiled, legacy_ops))
     except ReplayMismatch as exc:
         _error(f"outputs differ from the legacy backend: {exc}")
         return 1
@@ -638,6 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"legacy": legacy_name, "zerokv": candidate_name},
             stages,
         )
+        doc["compiled"] = {c.config: compiled_json(c) for c in compiled}
         write_json(args.json, doc)
         _emit(f"wrote {args.json}")
     if args.markdown:

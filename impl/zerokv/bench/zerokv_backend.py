@@ -30,9 +30,18 @@ class ZeroKVBackend:
 
     name = "zerokv"
 
-    def __init__(self, cfg: WorkloadConfig, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        cfg: WorkloadConfig,
+        device: torch.device,
+        dtype: torch.dtype,
+        *,
+        compile: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
+        if compile:
+            self.name = "zerokv compiled"
         self.manager = CacheManager(
             CacheConfig.legacy(
                 env_num=cfg.env_num,
@@ -44,6 +53,7 @@ class ZeroKVBackend:
                 max_cache_size=cfg.max_cache_size,
                 device=str(self.device),
                 dtype=dtype,
+                compile=compile,
             )
         )
         self._correction: tuple[torch.Tensor, Correction] | None = None

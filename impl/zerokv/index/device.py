@@ -108,7 +108,8 @@ class _RowMap:
 
 @dataclass
 class DeviceFound(Found):
-    """A lookup in progress, in ``[B]`` tensors (``hit``: some tier hit the row)."""
+    """A lookup in progress, in ``[B]`` tensors (``hit``: some tier hit the row;
+    ``collided``: a tier saw a collision and no tier hit the row)."""
 
     tier: torch.Tensor
     slot: torch.Tensor
@@ -117,9 +118,8 @@ class DeviceFound(Found):
     hit: torch.Tensor
 
     def result(self, owner: int, generation: int) -> TierLookup:
-        # A collision counts only for a row that no tier hit.
-        collided = self.collided & ~self.hit
-        return TierLookup(self.tier, self.slot, collided, self.global_slot, owner, generation)
+        # ``collided`` is already false on every row some tier hit (``lookup_tier``).
+        return TierLookup(self.tier, self.slot, self.collided, self.global_slot, owner, generation)
 
 
 class SlotIndex:
@@ -971,10 +971,13 @@ def lookup_tier(
         )
     else:
         tier, prev_slot, collided, global_slot, prev_hit = prev
+        # A collision counts only for a row that no tier hit: this tier's hits clear the
+        # earlier tiers' collisions (an earlier tier's hit never collided; the first
+        # tier's collisions and hits are disjoint).
         found = (
             tier + hit.long() * code,
             torch.where(hit, slot, prev_slot),
-            collided | collision,
+            (collided | collision) & ~hit,
             torch.where(hit, flat, global_slot),
             prev_hit | hit,
         )
