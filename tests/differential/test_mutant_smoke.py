@@ -18,6 +18,7 @@ from zerokv.index import Placement
 from zerokv.index.device import FIFOIndex
 from zerokv.rows import Rows
 
+
 def test_fifo_machine_catches_an_off_by_one_ring_pointer(monkeypatch: pytest.MonkeyPatch) -> None:
     original = FIFOIndex.put
 
