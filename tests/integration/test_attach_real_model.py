@@ -62,13 +62,7 @@ TINY_VECTOR, TINY_IMAGE = SHAPES["tiny-vector"], SHAPES["tiny-image"]
 #: every root lookup misses and is recomputed).
 SCHEDULE_020 = Schedule(steps=7, simulations=10, restart_all=frozenset({3}), clear=frozenset({5}))
 #: main: also a step with env 1 not ready, env 3's episode end (a mixed root batch next).
-SCHEDULE_MAIN = Schedule(
-    steps=7,
-    simulations=10,
-    ready={4: (0, 2, 3)},
-    restart_env={2: 3},
-    clear=frozenset({5}),
-)
+SCHEDULE_MAIN = unizero.MAIN_SCHEDULE
 COUNTERS = ("root_hit_cnt", "root_total_query_cnt", "hit_count", "total_query_count")
 
 

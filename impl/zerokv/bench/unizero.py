@@ -8,19 +8,26 @@ imports, and its entry points raise ``LightZeroMissing`` with the install comman
   8 environments, 25 simulations) and ``atari`` (64x64 images, E = 768, 8 heads, 8
   environments, 50 simulations), UniZero's zoo configs; ``tiny-vector`` / ``tiny-image``
   for the tests.
-* ``build_model(shape, version, cache_mode, rotary, seed)`` - a ``UniZeroModel`` in eval
-  mode, its prediction heads' last layers re-randomised (seeded): LightZero zero-initialises
-  them, and an untrained model with zero heads predicts one latent for every child, so
-  every recurrent store of a search would share one key.
+* ``build_model(shape, version, cache_mode, rotary, seed, *, config)`` - a ``UniZeroModel``
+  in eval mode, its prediction heads' last layers re-randomised (seeded): LightZero
+  zero-initialises them, and an untrained model with zero heads predicts one latent for
+  every child, so every recurrent store of a search would share one key. ``cache_mode``
+  (``CACHE_MODES``) picks the caches: LightZero's legacy dicts, LightZero main's
+  ``KVCacheManager``, or zerokv's drop-in built in its place (``"dropin"``, through
+  ``zerokv.lightzero.installed()``); ``config`` overrides keys of the world-model config.
 * ``Schedule`` and ``drive(model, ...)`` - the seeded call sequence: per environment step an
   ``initial_inference`` on the ready environments (subsets included), then a search of
   ``recurrent_inference`` calls whose parents a seeded generator picks among each tree's
   nodes (roots and earlier children), episode ends (all environments, or one on main),
   ``clear_caches()`` as the policy's interval rule calls it. The picks do not depend on
   the outputs, so two runs make the same calls (LightZero's C++ tree breaks ties with a
-  time-seeded ``rand``). Returns a ``Trace`` of every output.
-* ``compare(a, b)`` - bitwise (or within ``atol``) equality of two traces.
-* ``run_benchmark`` - LightZero's caching and ``attach`` interleaved in one run.
+  time-seeded ``rand``). Returns a ``Trace`` of every output and of the world model's hit
+  counters after the run. ``MAIN_SCHEDULE``: the tests' sequence on LightZero main.
+* ``compare(a, b)`` - bitwise (or within ``atol``) equality of two traces (and of their hit
+  counters with ``counters=True``).
+* ``run_benchmark`` - LightZero's caching and ``attach`` interleaved in one run;
+  ``glue_ms_per_recurrent_call`` - LightZero's cache glue alone, for one cache mode.
+* ``quiet()`` - silences LightZero's prints and INFO/DEBUG logs.
 """
 
 from __future__ import annotations
@@ -30,14 +37,17 @@ import importlib
 import logging
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 __all__ = [
+    "CACHE_MODES",
+    "COUNTERS",
+    "MAIN_SCHEDULE",
     "SHAPES",
     "BenchResult",
     "LightZeroMissing",
@@ -47,8 +57,10 @@ __all__ = [
     "build_model",
     "compare",
     "drive",
+    "glue_ms_per_recurrent_call",
     "import_lightzero",
     "lightzero_version",
+    "quiet",
     "run_benchmark",
 ]
 
@@ -120,8 +132,22 @@ SHAPES = {
 }
 
 
-def world_model_config(shape: Shape, version: str, cache_mode: str, rotary: bool) -> Any:
-    """The world-model config: LightZero's keys for ``version``, at ``shape``."""
+#: ``build_model``'s caches: LightZero's legacy dicts (``use_new_cache_manager=False``),
+#: LightZero main's ``KVCacheManager``, or zerokv's drop-in ``KVCacheManager`` built by
+#: LightZero in its place (both ``use_new_cache_manager=True``).
+CACHE_MODES = ("legacy", "manager", "dropin")
+
+
+def world_model_config(
+    shape: Shape,
+    version: str,
+    cache_mode: str,
+    rotary: bool,
+    config: Mapping[str, object] | None = None,
+) -> Any:
+    """The world-model config: LightZero's keys for ``version``, at ``shape``; ``config``
+    replaces values (``ValueError`` for a key the version's config lacks: LightZero would
+    ignore a misspelt one silently)."""
     _, easydict = import_lightzero()
     cfg: dict[str, object] = {
         "continuous_action_space": False,
@@ -162,7 +188,7 @@ def world_model_config(shape: Shape, version: str, cache_mode: str, rotary: bool
             {
                 "encoder_type": "resnet",
                 "analysis_dormant_ratio_weight_rank": False,
-                "use_new_cache_manager": cache_mode == "manager",
+                "use_new_cache_manager": cache_mode != "legacy",
                 "exact_kv_window_reset": False,
                 "rebuild_kv_window_from_tokens": False,
                 "open_loop_consistency_loss_weight": 0.0,
@@ -191,6 +217,10 @@ def world_model_config(shape: Shape, version: str, cache_mode: str, rotary: bool
                 "use_priority": False,
             }
         )
+    unknown = sorted(set(config or {}) - set(cfg))
+    if unknown:
+        raise ValueError(f"not keys of LightZero {version}'s world-model config: {unknown}")
+    cfg.update(config or {})
     return easydict(cfg)
 
 
@@ -200,19 +230,26 @@ def build_model(
     cache_mode: str = "legacy",
     rotary: bool = False,
     seed: int = 0,
+    *,
+    config: Mapping[str, object] | None = None,
 ) -> LightZeroObject:
     """A ``UniZeroModel`` at ``shape`` in eval mode (module docstring)."""
+    if cache_mode not in CACHE_MODES:
+        raise ValueError(f"cache_mode must be one of {CACHE_MODES}, got {cache_mode!r}")
     model_module, _ = import_lightzero()
     version = version or lightzero_version()
+    if cache_mode == "dropin" and version != "main":
+        raise ValueError("cache_mode='dropin' needs LightZero main (0.2.0 has no cache manager)")
+    cfg = world_model_config(shape, version, cache_mode, rotary, config)
     torch.manual_seed(seed)
-    with _quiet():
+    with quiet(), _manager_built(cache_mode):
         model = model_module.UniZeroModel(
             observation_shape=shape.observation_shape,
             action_space_size=shape.actions,
             num_res_blocks=1,
             num_channels=64 if shape.obs == "image" else 16,
             norm_type="BN",
-            world_model_cfg=world_model_config(shape, version, cache_mode, rotary),
+            world_model_cfg=cfg,
         )
     model.eval()
     wm = model.world_model
@@ -225,24 +262,37 @@ def build_model(
                     layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.1)
                     break
     if not rotary:
-        with _quiet():
+        with quiet():
             # as the policy's recompute_pos_emb_diff_and_clear_cache does
             wm.precompute_pos_emb_diff_kv()
     return model
 
 
+def _manager_built(cache_mode: str) -> AbstractContextManager[object]:
+    """Where LightZero looks its ``KVCacheManager`` up while the model is built: zerokv's
+    drop-in for ``"dropin"`` (put back afterwards), whatever is there otherwise."""
+    if cache_mode != "dropin":
+        return nullcontext()
+    from zerokv.lightzero.install import installed
+
+    return installed()
+
+
 @contextmanager
-def _quiet() -> Iterator[None]:
-    """LightZero prints and logs at INFO/DEBUG while building and clearing."""
+def quiet() -> Iterator[None]:
+    """LightZero prints and logs at INFO/DEBUG while building and clearing (and its
+    manager per lookup). Nests: the level it found is put back, so a ``quiet()`` inside
+    another (``build_model``'s inside a caller's) leaves the outer one in force."""
     import contextlib
     import io
 
-    logging.disable(logging.INFO)
+    before = logging.root.manager.disable
+    logging.disable(max(before, logging.INFO))
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(before)
 
 
 # --------------------------------------------------------------------------- driving
@@ -267,11 +317,28 @@ class Schedule:
     clear: frozenset[int] = frozenset()
 
 
+#: The tests' sequence on LightZero main, for the ``tiny-*`` shapes (4 environments): 7
+#: steps of 10 simulations; env 3's episode ends after step 2 (its next step is a first
+#: step: a mixed root batch), env 1 is not ready at step 4, ``clear_caches()`` after step 5.
+MAIN_SCHEDULE = Schedule(
+    steps=7,
+    simulations=10,
+    ready={4: (0, 2, 3)},
+    restart_env={2: 3},
+    clear=frozenset({5}),
+)
+
+
+#: The world model's own hit counters (``Trace.counters``).
+COUNTERS = ("root_hit_cnt", "root_total_query_cnt", "hit_count", "total_query_count")
+
+
 @dataclass
 class Trace:
-    """Every output of a run, in call order."""
+    """Every output of a run, in call order, and the world model's ``COUNTERS`` after it."""
 
     outputs: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
 
     def add(self, label: str, out: Any) -> None:
         for name in ("latent_state", "reward", "policy_logits", "value"):
@@ -369,14 +436,25 @@ def drive(
                 last_action[env] = -1
                 steps[env] = 0
             if step in schedule.clear:
-                with _quiet():
+                with quiet():
                     model.world_model.clear_caches()
+    wm = model.world_model
+    trace.counters = {name: int(getattr(wm, name)) for name in COUNTERS if hasattr(wm, name)}
     return trace
 
 
-def compare(a: Trace, b: Trace, names: tuple[str, str] = ("a", "b"), atol: float = 0.0) -> None:
+def compare(
+    a: Trace,
+    b: Trace,
+    names: tuple[str, str] = ("a", "b"),
+    atol: float = 0.0,
+    *,
+    counters: bool = False,
+) -> None:
     """Raise ``AssertionError`` naming the first output that differs (bit for bit when
-    ``atol`` is 0: same dtype, shape and bits)."""
+    ``atol`` is 0: same dtype, shape and bits), then, with ``counters``, when the hit
+    counters differ. The counters are the world model's totals, so they compare runs of
+    models that were fresh before them."""
     assert len(a.outputs) == len(b.outputs), (len(a.outputs), len(b.outputs))
     for (label, x), (other, y) in zip(a.outputs, b.outputs):
         assert label == other, (label, other)
@@ -392,6 +470,10 @@ def compare(a: Trace, b: Trace, names: tuple[str, str] = ("a", "b"), atol: float
             raise AssertionError(
                 f"{label} differs between {names[0]} and {names[1]} (max abs diff {diff:.3g})"
             )
+    if counters and a.counters != b.counters:
+        raise AssertionError(
+            f"hit counters differ between {names[0]} and {names[1]}: {a.counters} vs {b.counters}"
+        )
 
 
 def _bits(x: torch.Tensor) -> torch.Tensor:
@@ -509,6 +591,21 @@ def _timed_run(
     }
 
 
+def glue_ms_per_recurrent_call(
+    shape: Shape,
+    schedule: Schedule,
+    cache_mode: str = "legacy",
+    *,
+    rotary: bool = False,
+    config: Mapping[str, object] | None = None,
+) -> float:
+    """Milliseconds of LightZero's cache glue (``GLUE``) per ``recurrent_inference`` call,
+    in one run of ``drive`` on a model built fresh with ``cache_mode``: the same glue
+    around LightZero's manager, zerokv's drop-in or the legacy dicts."""
+    model = build_model(shape, cache_mode=cache_mode, rotary=rotary, config=config)
+    return _timed_run(model, shape, schedule, attached=False)["cache_code_per_recurrent"]
+
+
 def run_benchmark(
     shape_name: str,
     *,
@@ -528,7 +625,7 @@ def run_benchmark(
         order = ("lightzero", "zerokv") if run % 2 == 0 else ("zerokv", "lightzero")
         for which in order:
             model = copy.deepcopy(base)
-            with _quiet():
+            with quiet():
                 model.world_model.clear_caches()
             results[which].append(_timed_run(model, shape, schedule, which == "zerokv"))
             if progress is not None:
