@@ -1,6 +1,7 @@
 """Nox sessions for zerokv.
 
-Default sessions (``nox``): lint, typecheck, tests, crosshair, package, integration.
+Default sessions (``nox``): lint, typecheck, tests, compiled, crosshair, package,
+integration.
 Extra sessions (``nox -s NAME``): mutants, bench.
 
 Every session runs on the interpreter nox itself runs under (no hard-coded versions).
@@ -65,7 +66,15 @@ from pathlib import Path
 import nox
 from nox.virtualenv import find_uv
 
-nox.options.sessions = ["lint", "typecheck", "tests", "crosshair", "package", "integration"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "tests",
+    "compiled",
+    "crosshair",
+    "package",
+    "integration",
+]
 nox.options.default_venv_backend = "uv|venv"
 
 #: The torch requirement installed before the project (one requirement string).
@@ -292,15 +301,32 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict", *MYPY_TARGETS, *session.posargs)
 
 
-@nox.session(python=None)
-def tests(session: nox.Session) -> None:
-    """pytest (posargs are forwarded, e.g. ``nox -s tests -- -k spec -x``)."""
-    install_project(session, ["test", "bench"])
+def _pytest_env() -> dict[str, str]:
     env: dict[str, str] = {}
     profile = os.environ.get("HYPOTHESIS_PROFILE")
     if profile:
         env["HYPOTHESIS_PROFILE"] = profile
-    session.run("pytest", *session.posargs, env=env)
+    return env
+
+
+@nox.session(python=None)
+def tests(session: nox.Session) -> None:
+    """pytest, except the tests marked ``compiled`` (posargs replace that selection, e.g.
+    ``nox -s tests -- -k spec -x``)."""
+    install_project(session, ["test", "bench"])
+    args = session.posargs or ["-m", "not compiled"]
+    session.run("pytest", *args, env=_pytest_env())
+
+
+@nox.session(python=None)
+def compiled(session: nox.Session) -> None:
+    """The tests marked ``compiled``: the hot path's kernels through ``torch.compile``
+    (inductor on the CPU; a C++ compiler must be on PATH), against eager and against the
+    spec. Compilation takes most of the time, so these run apart from ``tests``."""
+    install_project(session, ["test", "bench"])
+    session.run(
+        "pytest", "-m", "compiled", "-p", "no:cacheprovider", *session.posargs, env=_pytest_env()
+    )
 
 
 @nox.session(python=None)

@@ -662,3 +662,24 @@ def test_an_unplanted_copy_passes() -> None:
 def test_modules_are_the_real_ones() -> None:
     assert importlib.import_module("zerokv.bench.workload") is bench_workload
     assert str(ROOT / "impl") in str(Path(bench_workload.__file__ or ""))
+
+
+def test_markdown_replaces_only_its_devices_block(tmp_path: Path) -> None:
+    page = tmp_path / "performance.md"
+
+    def write(device: str, text: str) -> None:
+        bench_report.write_markdown(
+            page, command=f"run on {device}", machine={"device": device}, sections=[text], plot=None
+        )
+
+    write("cpu", "cpu table one")
+    first = page.read_text()
+    assert "cpu table one" in first and "Not measured yet" in first  # the cuda placeholder
+    page.write_text(first + "\nA hand-written section.\n")
+    write("cuda:0", "cuda table")
+    write("cpu", "cpu table two")
+    text = page.read_text()
+    assert "cpu table two" in text and "cpu table one" not in text
+    assert "cuda table" in text and "Not measured yet" not in text
+    assert text.count("A hand-written section.") == 1
+    assert text.index("cpu table two") < text.index("cuda table") < text.index("A hand-written")

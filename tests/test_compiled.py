@@ -132,21 +132,28 @@ def test_a_bug_only_in_compiled_code_is_caught(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_bad_compile_configurations_are_refused() -> None:
-    base = {
-        "env_num": 2,
-        "num_layers": 1,
-        "num_heads": 1,
-        "head_dim": 2,
-        "context_length": 4,
-        "root_capacity": 2,
-        "recurrent_capacity": 2,
-    }
+    def config(**options: object) -> CacheConfig:
+        return CacheConfig(
+            env_num=2,
+            num_layers=1,
+            num_heads=1,
+            head_dim=2,
+            context_length=4,
+            root_capacity=2,
+            recurrent_capacity=2,
+            **options,  # type: ignore[arg-type]
+        )
+
     with pytest.raises(ConfigError, match="compile must be a bool"):
-        CacheConfig(**base, compile="yes")  # type: ignore[arg-type]
+        config(compile="yes")
+    with pytest.raises(ConfigError, match="compile_mode must be None or one of"):
+        config(compile=True, compile_mode="fast")
+    with pytest.raises(ConfigError, match="compile is False"):
+        config(compile_mode="default")
     with pytest.raises(ConfigError, match="host index"):
-        CacheConfig(**base, compile=True, index="host")
+        config(compile=True, index="host")
     with pytest.raises(ConfigError, match="compiled kernels run on the device index"):
         make_index(Policy.FIFO, Region(1, 2), CPU, "host", compiled_kernels(CPU))
     # compile=True with index="auto" takes the device index on the CPU too.
-    manager = CacheManager(CacheConfig(**base, compile=True))
+    manager = CacheManager(config(compile=True))
     assert type(manager.root.index).__name__ == "FIFOIndex"

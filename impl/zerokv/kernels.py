@@ -28,8 +28,18 @@ is an error, not a silent fallback - and ``dynamic=False``; inductor on the CPU,
 static signature (tensor shapes, which optional tensors are given, the static ints): an
 MCTS step has one batch size per phase, so a search compiles each kernel once or twice.
 ``torch._dynamo``'s per-function recompile limit is raised to ``RECOMPILE_LIMIT`` so that
-batches of other sizes (ready-env subsets) get compiled code too, instead of dynamo's
-silent fallback to eager after 8 signatures.
+batches of other sizes (ready-env subsets) and every cache of a process get compiled code
+too: dynamo's default of 8 signatures per function would make a ``fullgraph`` compile fail
+at the ninth. Dynamo checks the signature that hit last first, so many signatures do not
+slow a steady loop down.
+
+**CUDA graphs.** Under ``"reduce-overhead"`` a kernel's results live in memory its CUDA graph
+reuses: they stay valid until the same kernel runs again with the same signature (for
+example the batch of one ``gather_reserve`` until the next one). The MCTS step uses each
+result before that; a caller that keeps one longer clones it, or picks
+``CacheConfig(compile_mode="default")`` (compiled kernels without CUDA graphs). The state
+kernels update in place (index and slab tensors) is allocated once and marked static
+(``Kernels.pin``), as CUDA graphs need.
 
 ``CacheConfig(compile=True)`` gives a manager compiled kernels. Compiled kernels take the
 CUDA code path on every device: the CPU host shortcuts (``zerokv.checks``) are for the eager
@@ -46,13 +56,15 @@ import torch
 
 from zerokv import checks
 
-__all__ = ["EAGER", "RECOMPILE_LIMIT", "Kernels", "compiled_kernels"]
+__all__ = ["COMPILE_MODES", "EAGER", "RECOMPILE_LIMIT", "Kernels", "compiled_kernels"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
-#: Signatures per kernel that get compiled code (``torch._dynamo.config.recompile_limit``
-#: is raised to at least this when compiled kernels are first made).
-RECOMPILE_LIMIT = 64
+#: Signatures per kernel that get compiled code: ``torch._dynamo.config.recompile_limit``
+#: (default 8) is raised to at least this when compiled kernels are first made, and
+#: ``accumulated_recompile_limit`` to at least 16 times it. Past the limit a ``fullgraph``
+#: compile raises (dynamo's ``FailOnRecompileLimitHit``) instead of running eagerly.
+RECOMPILE_LIMIT = 256
 
 
 class Kernels:
@@ -74,6 +86,15 @@ class Kernels:
             self._done[kernel] = done
         return cast(F, done)
 
+    def pin(self, *state: torch.Tensor) -> None:
+        """Declare tensors that kernels update in place and that keep their address for
+        the cache's life (index and slab state): under CUDA graphs
+        (``mode="reduce-overhead"``) they are marked static, so a graph updates them
+        where they are instead of copying them in and out (or declining to capture)."""
+        if self.compiled and self.mode == "reduce-overhead":
+            for tensor in state:
+                torch._dynamo.mark_static_address(tensor)
+
     def shortcuts(self, device: torch.device) -> bool:
         """Whether a kernel's caller may take a CPU host shortcut: eager kernels only."""
         return not self.compiled and checks.host_reads_are_free(device)
@@ -91,10 +112,24 @@ class Kernels:
 EAGER = Kernels()
 
 
-@lru_cache(maxsize=8)
-def compiled_kernels(device: torch.device) -> Kernels:
-    """The compiled kernels for caches on ``device`` (one set per device type, shared by
-    every cache there, so a kernel compiles once per signature per process)."""
+#: ``torch.compile``'s modes a cache may ask for (``CacheConfig.compile_mode``).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiled_kernels(device: torch.device, mode: str | None = None) -> Kernels:
+    """The compiled kernels for caches on ``device`` (one set per device and mode, shared
+    by every cache there, so a kernel compiles once per signature per process). ``mode``
+    None: ``"reduce-overhead"`` (CUDA graphs) on CUDA, inductor's default elsewhere."""
+    return _compiled_kernels(device, mode)
+
+
+@lru_cache(maxsize=16)
+def _compiled_kernels(device: torch.device, mode: str | None) -> Kernels:
     dynamo = torch._dynamo.config
     dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
-    return Kernels(True, "reduce-overhead" if device.type == "cuda" else None)
+    dynamo.accumulated_recompile_limit = max(
+        dynamo.accumulated_recompile_limit, 16 * RECOMPILE_LIMIT
+    )
+    if mode is None:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+    return Kernels(True, mode)

@@ -58,7 +58,7 @@ from zerokv.errors import (
     StaleLookupError,
 )
 from zerokv.index import Found, PutResult, Region, TierLookup
-from zerokv.kernels import EAGER, Kernels, compiled_kernels
+from zerokv.kernels import COMPILE_MODES, EAGER, Kernels, compiled_kernels
 from zerokv.keys import KeyFn, keys_and_fingerprints, zkv64
 from zerokv.pool import SlotPool
 from zerokv.rows import Rows, check_keys, env_id_list
@@ -134,6 +134,9 @@ class CacheConfig:
     #: Run the hot path's kernels compiled (``zerokv.kernels``: ``torch.compile`` with
     #: ``fullgraph=True``, static shapes; CUDA graphs on CUDA). Needs the device index.
     compile: bool = False
+    #: ``torch.compile``'s mode for the compiled kernels: None picks ``"reduce-overhead"``
+    #: (CUDA graphs) on CUDA and inductor's default elsewhere (``zerokv.kernels``).
+    compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         self.spec_config()  # validates the shared fields with the spec's own rules
@@ -145,6 +148,14 @@ class CacheConfig:
             raise ConfigError(f"index must be 'auto', 'device' or 'host', got {self.index!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be a bool, got {self.compile!r}")
+        if self.compile_mode is not None:
+            if self.compile_mode not in COMPILE_MODES:
+                raise ConfigError(
+                    f"compile_mode must be None or one of {', '.join(COMPILE_MODES)}, "
+                    f"got {self.compile_mode!r}"
+                )
+            if not self.compile:
+                raise ConfigError("compile_mode is given but compile is False")
         if self.compile and self.index == "host":
             raise ConfigError(
                 "compile=True runs the device index's kernels compiled: the host index has "
@@ -155,7 +166,7 @@ class CacheConfig:
         """What runs this configuration's kernels (``zerokv.kernels``)."""
         if not self.compile:
             return EAGER
-        return compiled_kernels(storage_device(self.device))
+        return compiled_kernels(storage_device(self.device), self.compile_mode)
 
     def spec_config(self) -> ManagerConfig:
         """The spec's view of this configuration."""

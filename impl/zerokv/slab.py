@@ -125,6 +125,7 @@ class Slab:
             size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
             raise ConfigError(f"cannot allocate a slab of {size} bytes on {dev}: {err}") from None
         self.lengths = torch.zeros(num_slots + 2, dtype=torch.int64, device=dev)
+        self.kernels.pin(self.kv, self.lengths)
 
     @property
     def device(self) -> torch.device:

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pytest
 import torch
-from hypothesis import event
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
@@ -57,6 +58,7 @@ from zerokv.testing import (
 )
 from zerokv.testing.stateful import (
     BACKENDS,
+    COMPILED,
     FINGERPRINTS,
     KEYS,
     PRIORITIES,
@@ -109,6 +111,7 @@ class ManagerMachine(DiffMachine):
             policy=policy,
             scope=self.scope,
             index=self.use_backend(backend),
+            compile=backend == COMPILED,
         )
         self.impl = zerokv.CacheManager(self.config)
         self.spec = CacheManager(self.config.spec_config())
@@ -438,5 +441,39 @@ class GlobalScopeManagerMachine(ManagerMachine):
     scope = Scope.GLOBAL
 
 
+class CompiledManagerMachine(ManagerMachine):
+    """The same rules on a manager with compiled kernels (``CacheConfig(compile=True)``),
+    at one shape and one pair of pool sizes per scope: every kernel compiles once per
+    signature it meets (batch size, tiers, fingerprint mode, plain or folded FIFO put), so
+    the run's time goes to the rules rather than to compilation."""
+
+    @initialize(
+        policy=st.sampled_from([Policy.FIFO, Policy.FIFO, Policy.LRU]),
+        keys=st.permutations(KEYS),
+    )
+    def setup(self, policy: Policy, keys: list[int]) -> None:
+        shape = Shape(num_layers=1, num_heads=2, head_dim=2, context_length=6)
+        ManagerMachine.setup(self, shape, 2, 2, 3, policy, keys, COMPILED)
+
+    def draw_rows(self, data: st.DataObject, max_rows: int) -> Rows:
+        # At most 3 rows: batches of 0 .. 3 rows meet every case of the rules (duplicates,
+        # evictions within a batch with capacity 2 and 3) in fewer signatures to compile.
+        return super().draw_rows(data, min(max_rows, 3))
+
+
+class CompiledEnvScopeManagerMachine(CompiledManagerMachine):
+    scope = Scope.ENV
+
+
+class CompiledGlobalScopeManagerMachine(CompiledManagerMachine):
+    scope = Scope.GLOBAL
+
+
 TestEnvScopeManager = EnvScopeManagerMachine.TestCase
 TestGlobalScopeManager = GlobalScopeManagerMachine.TestCase
+#: Fewer runs than the other machines: compilation, not the rules, takes the time.
+_COMPILED_RUNS = settings(max_examples=12, stateful_step_count=20)
+CompiledEnvScopeManagerMachine.TestCase.settings = _COMPILED_RUNS
+CompiledGlobalScopeManagerMachine.TestCase.settings = _COMPILED_RUNS
+TestCompiledEnvScopeManager = pytest.mark.compiled(CompiledEnvScopeManagerMachine.TestCase)
+TestCompiledGlobalScopeManager = pytest.mark.compiled(CompiledGlobalScopeManagerMachine.TestCase)

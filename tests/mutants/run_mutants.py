@@ -160,7 +160,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "stale-slab-lengths",
-        "write_rows_at (the slab scatter): lengths not written (every slot keeps its previous length)",
+        "write_rows_at (the slab scatter): lengths not written (slots keep their old lengths)",
         (
             Edit(
                 SLAB,

@@ -167,7 +167,9 @@ class SlotIndex:
         self._occupied_grid = self._grid(self.occupied)
         self._trash = torch.tensor(self.trash, device=self.device)
         self._slab_trash = torch.tensor(region.trash, device=self.device)
-        self.reset_policy(None)
+        self.init_policy()
+        self.kernels.pin(self.keys, self.fingerprints, self.occupied, self.has_fingerprint)
+        self.kernels.pin(*self.policy_state())
 
     # ------------------------------------------------------------------ helpers
     def _grid(self, flat: torch.Tensor) -> torch.Tensor:
@@ -488,6 +490,14 @@ class SlotIndex:
             self.stored_since_clear[p] = 0
         self.reset_policy(pool_id)
 
+    def init_policy(self) -> None:
+        """Allocate the policy's bookkeeping (once: later resets write it in place, so its
+        tensors keep their addresses, as CUDA graphs need)."""
+
+    def policy_state(self) -> tuple[torch.Tensor, ...]:
+        """The tensors of the policy's bookkeeping (kernels may update them in place)."""
+        return ()
+
     def reset_policy(self, pool_id: int | None) -> None:
         """Reset the policy's bookkeeping of one pool (or all)."""
 
@@ -626,9 +636,15 @@ class FIFOIndex(SlotIndex):
 
     policy = Policy.FIFO
 
+    def init_policy(self) -> None:
+        self.next = torch.zeros(self.num_pools, dtype=torch.int64, device=self.device)
+
+    def policy_state(self) -> tuple[torch.Tensor, ...]:
+        return (self.next,)
+
     def reset_policy(self, pool_id: int | None) -> None:
         if pool_id is None:
-            self.next = torch.zeros(self.num_pools, dtype=torch.int64, device=self.device)
+            self.next.zero_()
         else:
             self.next[pool_id] = 0
 
@@ -702,10 +718,14 @@ class _ClockedIndex(SlotIndex):
     """A policy that stamps slots with a per-pool clock: ``times`` per slot (-1 empty),
     ``clock`` per pool (the next stamp)."""
 
+    def init_policy(self) -> None:
+        self.times = torch.full((self.trash + 1,), -1, dtype=torch.int64, device=self.device)
+        self.clock = torch.zeros(self.num_pools, dtype=torch.int64, device=self.device)
+
     def reset_policy(self, pool_id: int | None) -> None:
         if pool_id is None:
-            self.times = torch.full((self.trash + 1,), -1, dtype=torch.int64, device=self.device)
-            self.clock = torch.zeros(self.num_pools, dtype=torch.int64, device=self.device)
+            self.times.fill_(-1)
+            self.clock.zero_()
         else:
             self.times[self._pool_range(pool_id)] = -1
             self.clock[pool_id] = 0
@@ -773,10 +793,14 @@ class PriorityIndex(_ClockedIndex):
     def inserted_at(self) -> torch.Tensor:
         return self.times
 
+    def init_policy(self) -> None:
+        super().init_policy()
+        self.priority = torch.zeros(self.trash + 1, dtype=torch.float64, device=self.device)
+
     def reset_policy(self, pool_id: int | None) -> None:
         super().reset_policy(pool_id)
         if pool_id is None:
-            self.priority = torch.zeros(self.trash + 1, dtype=torch.float64, device=self.device)
+            self.priority.zero_()
         else:
             self.priority[self._pool_range(pool_id)] = 0.0
 

@@ -26,6 +26,7 @@ from zerokv_spec.pool import PutResult as SpecPutResult
 
 __all__ = [
     "BACKENDS",
+    "COMPILED",
     "FINGERPRINTS",
     "KEYS",
     "PRIORITIES",
@@ -112,6 +113,9 @@ def clear_both(spec: SpecManager, impl: CacheManager, which: str, env: int = 0) 
 #: Index backends every machine runs: the device-resident ``SlotIndex`` with the CPU
 #: shortcuts on, the same with them off (exactly the CUDA code path), and ``HostIndex``.
 BACKENDS: tuple[str, ...] = ("device", "device-exact", "host")
+#: The device index with compiled kernels (``CacheConfig(compile=True)``), which machines
+#: run on their own (compilation is slow): pass ``compile=backend == COMPILED``.
+COMPILED = "compiled"
 
 
 class DiffMachine(RuleBasedStateMachine):
@@ -127,7 +131,8 @@ class DiffMachine(RuleBasedStateMachine):
         self.source = TokenSource()
 
     def use_backend(self, backend: str) -> str:
-        """The ``index=`` argument for ``backend`` (``BACKENDS``); sets the CPU shortcuts."""
+        """The ``index=`` argument for ``backend`` (``BACKENDS`` or ``COMPILED``); sets the
+        CPU shortcuts (compiled kernels never take them)."""
         checks.CPU_SHORTCUTS = backend != "device-exact"
         return "host" if backend == "host" else "device"
 
