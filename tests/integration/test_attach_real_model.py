@@ -135,6 +135,20 @@ def test_outputs_equal_lightzero_bit_for_bit(shape: Shape, rotary: bool, mode: s
         attachment.detach()
 
 
+@pytest.mark.compiled
+def test_compiled_kernels_give_the_same_outputs() -> None:
+    """``attach(compile=True)``: the cache's kernels compiled (``CacheConfig(compile=True)``),
+    outputs still LightZero's bit for bit."""
+    shape = TINY_IMAGE if VERSION == LIGHTZERO_MAIN else TINY_VECTOR
+    mode = "manager" if VERSION == LIGHTZERO_MAIN else "legacy"
+    theirs, ours, _, _, attachment, _ = run_pair(shape, False, mode, schedule(), compile=True)
+    try:
+        compare(theirs, ours, ("LightZero", "attach(compile=True)"))
+        assert attachment.manager.kernels.compiled
+    finally:
+        attachment.detach()
+
+
 def test_lightzero_keys_option() -> None:
     """``key="xxh64"`` (LightZero's hash_state) and ``Scope.GLOBAL`` give the same outputs."""
     shape = TINY_IMAGE if VERSION == LIGHTZERO_MAIN else TINY_VECTOR
@@ -256,6 +270,8 @@ def test_bad_input_is_refused_at_attach_time_and_changes_nothing() -> None:
         attach(model, keys="zkv64")
     with pytest.raises(ConfigError, match="key must be"):
         attach(model, key="md5")
+    with pytest.raises(ConfigError, match="compile must be a bool"):
+        attach(model, compile="yes")
     # A tensor of the model on another device.
     wm.pos_emb_moved = torch.nn.Parameter(torch.zeros(1, device="meta"))
     try:

@@ -120,7 +120,7 @@ WRITTEN_ATTRIBUTES = (
 
 #: The keyword options of ``attach``.
 OPTIONS = frozenset(
-    {"key", "verify", "scope", "device", "index", "num_simulations", "max_cache_size"}
+    {"key", "verify", "scope", "device", "index", "compile", "num_simulations", "max_cache_size"}
 )
 
 #: Attachments by world model (one at a time per model).
@@ -467,6 +467,7 @@ class Attachment:
             device=device,
             dtype=dtype,
             index=options.get("index", "auto"),
+            compile=options.get("compile", False),
         )
         self.manager = CacheManager(cfg, key_fn=legacy_keys if key == "xxh64" else None)
         self.key = key
@@ -1014,7 +1015,8 @@ def attach(world_model: LightZeroObject, **options: Any) -> Attachment:
     Options: ``key`` ("zkv64", default, or "xxh64": LightZero's ``hash_state`` keys),
     ``scope`` (``Scope.ENV``, default: each environment's search tree isolated, or
     ``Scope.GLOBAL``: LightZero's shared recurrent keys), ``device`` (checked against the
-    model's), ``index`` ("auto", "host", "device"), ``num_simulations`` and
+    model's), ``index`` ("auto", "host", "device"), ``compile`` (compiled kernels:
+    ``CacheConfig(compile=True)``, what a CUDA model wants), ``num_simulations`` and
     ``max_cache_size`` (pool sizes; default the config's, as LightZero sizes its pools).
     Raises ``ConfigError`` for an unsupported version or mode, ``DeviceError`` for tensors
     on the wrong device; changes nothing then.
