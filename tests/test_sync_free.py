@@ -57,7 +57,7 @@ def record_host_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         yield calls
 
 
-def _manager(device: str) -> CacheManager:
+def _manager(device: str, compile: bool = False) -> CacheManager:
     # The device-resident index: the code path CUDA runs (the CPU default is the host index).
     cfg = CacheConfig.legacy(
         env_num=4,
@@ -68,6 +68,7 @@ def _manager(device: str) -> CacheManager:
         num_simulations=3,
         device=device,
         index="device",
+        compile=compile,
     )
     return CacheManager(cfg)
 
@@ -132,6 +133,22 @@ def test_cpu_hot_path_reads_nothing_on_the_host(monkeypatch: pytest.MonkeyPatch)
     stats = mgr.stats()
     assert stats.queries == 2 * 4 + 4 * 4 and stats.hits > 0
     assert sum(k is not None for k in mgr.recurrent_slot_keys()) == 12
+
+
+@pytest.mark.compiled
+def test_compiled_kernels_take_no_host_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled kernels run the CUDA code path on the CPU too: with the CPU shortcuts left
+    on, nothing on the hot path reads a device value (``Kernels.shortcuts``)."""
+    mgr = _manager("cpu", compile=True)
+    assert checks.CPU_SHORTCUTS
+    inputs = _inputs(mgr, 3)
+    _hot_path(mgr, inputs)  # compiles every signature of the run (compiling reads values)
+    mgr.clear_all()
+    mgr.reset_stats()
+    with record_host_reads(monkeypatch) as calls:
+        _hot_path(mgr, inputs)
+    assert calls == []
+    assert mgr.stats().queries == 4 + 3 * 4  # the root step, then three simulations
 
 
 def test_instrument_catches_host_reads(monkeypatch: pytest.MonkeyPatch) -> None:

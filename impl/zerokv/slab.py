@@ -259,7 +259,10 @@ class Slab:
     def plan_store(self, batch: Batch, correction: Correction) -> RowPlan | None:
         """The host plan of a ``store`` (``zerokv.entry.plan_rows``), or None where host
         reads are not free or the plan does not apply. Call it before the index decides
-        the slots: it raises ``BatchError`` for lengths outside ``[0, W]``."""
+        the slots: it raises ``BatchError`` for lengths outside ``[0, W]``. Compiled
+        kernels take no host shortcut: with them the store is the ``store_window`` kernel."""
+        if not self.kernels.shortcuts(self.device):
+            return None
         return plan_rows(batch, self.context_length, correction)
 
     def store(
