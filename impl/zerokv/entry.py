@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 
@@ -345,13 +346,13 @@ def remove_registers(batch: Batch, count: int) -> Batch:
     return Batch(batch.kv[:, :, :, :, :width, :], lengths, batch.verified)
 
 
-@dataclass(frozen=True)
-class _RowTables:
+class RowTables(NamedTuple):
     """Per-length lookup tables of a store into a ``cl``-wide slab (index = a row's length
     ``n`` in ``[0, cl]``): its stored length under the window rule, whether it is windowed
-    (as 0/1 in the K/V dtype, the correction's weight; and as an int), whether it moves by
+    (as an int, and as 0/1 in the K/V dtype: the correction's weight), whether it moves by
     one column (exactly ``cl`` tokens, windowed), and its kept-columns bit mask. A store
-    looks its rows up with one ``index_select`` each instead of computing them."""
+    looks its rows up with one ``index_select`` each instead of computing them. A named
+    tuple: kernels take it whole (compiled code sees its tensors)."""
 
     out_len: torch.Tensor
     windowed: torch.Tensor
@@ -359,20 +360,14 @@ class _RowTables:
     shift: torch.Tensor
     bits: torch.Tensor
 
-    def tensors(
-        self,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The tables in ``shift_rows``'s argument order."""
-        return self.out_len, self.windowed, self.weight, self.shift, self.bits
-
 
 @lru_cache(maxsize=32)
-def _row_tables(cl: int, dtype: torch.dtype, device: torch.device) -> _RowTables:
+def row_tables(cl: int, dtype: torch.dtype, device: torch.device) -> RowTables:
     sizes = torch.arange(cl + 1, device=device)
     windowed = sizes >= cl - 1
     out_len = torch.where(windowed, torch.full_like(sizes, cl - 3), sizes)
     ints = _INT_OF_SIZE[torch.empty((), dtype=dtype).element_size()]
-    return _RowTables(
+    return RowTables(
         out_len,
         windowed.long(),
         windowed.to(dtype),
@@ -398,23 +393,19 @@ def _shift_rows(
     kv, lengths = batch.kv, batch.lengths
     if width == 0:
         return torch.zeros_like(_fit_width(kv, cl)), lengths
-    table = _row_tables(cl, kv.dtype, kv.device)
+    table = row_tables(cl, kv.dtype, kv.device)
     padded = None if correction is None else correction.padded
-    return shift_rows(kv, lengths, padded, *table.tensors(), cl)
+    return shift_rows(kv, lengths, padded, table, cl)
 
 
 def shift_rows(
     kv: torch.Tensor,
     lengths: torch.Tensor,
     padded: torch.Tensor | None,
-    out_len_table: torch.Tensor,
-    windowed_table: torch.Tensor,
-    weight_table: torch.Tensor,
-    shift_table: torch.Tensor,
-    bits_table: torch.Tensor,
+    table: RowTables,
     context_length: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernel of a store's row layout (``_RowTables`` for the tables; ``padded``: the
+    """The kernel of a store's row layout (``table``: ``row_tables``; ``padded``: the
     correction, None for a plain split): each row of ``kv`` (``[L, 2, B, H, W, d]``,
     ``1 <= W <= cl``) moved to the right of a ``cl``-wide row, windowed when ``padded``
     is given, masked beyond its stored length; and the stored lengths.
@@ -422,21 +413,21 @@ def shift_rows(
     A tensor made here is the result (never the caller's ``kv``, which stays unchanged)."""
     cl = context_length
     width = int(kv.shape[4])
-    out_len = lengths if padded is None else out_len_table.index_select(0, lengths)
+    out_len = lengths if padded is None else table.out_len.index_select(0, lengths)
     rows = int(kv.shape[2])
     if width == cl:
         # The static layout: every row already sits where the slab wants it, except a row
         # of exactly cl tokens under the window rule, which moves by one column.
         moved = kv
         if padded is not None:
-            shift = shift_table.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
+            shift = table.shift.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
             moved = torch.where(shift, kv.roll(1, 4), kv)
     else:
         # Slab column c holds token c - (cl - out_len) of the result, which is token
         # (that + 2) of the row when windowed: its batch column is width - length + token.
         shift_by = width - lengths - cl + out_len
         if padded is not None:
-            shift_by = shift_by + 2 * windowed_table.index_select(0, lengths)
+            shift_by = shift_by + 2 * table.windowed.index_select(0, lengths)
         cols = torch.arange(cl, device=kv.device)
         index = (cols.unsqueeze(0) + shift_by.unsqueeze(1)).clamp(0, width - 1)
         shape = kv.shape
@@ -447,9 +438,9 @@ def shift_rows(
         )
     out = moved
     if padded is not None:
-        weight = weight_table.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
+        weight = table.weight.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
         out = torch.addcmul(moved, padded, weight)
-    bits = bits_table.index_select(0, out_len).view(1, 1, rows, 1, cl, 1)
+    bits = table.bits.index_select(0, out_len).view(1, 1, rows, 1, cl, 1)
     # Never write into the caller's batch; a tensor made here may be reused.
     return _masked(out, bits, None if out is kv else out), out_len
 

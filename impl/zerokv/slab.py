@@ -31,12 +31,13 @@ from zerokv.entry import (
     Correction,
     Entries,
     RowPlan,
+    RowTables,
     _fit_width,
-    _row_tables,
     check_lengths,
     check_new_tokens,
     check_token_count,
     plan_rows,
+    row_tables,
     shift_rows,
     store_rows,
     write_rows,
@@ -282,7 +283,7 @@ class Slab:
             # One kernel: the rows' layout under the window rule, then the scatter.
             check_lengths(batch)  # store_rows's checks (free for a verified batch)
             correction.check(batch.kv, self.context_length)
-            table = _row_tables(self.context_length, self.dtype, self.device)
+            table = row_tables(self.context_length, self.dtype, self.device)
             self.kernels(store_window)(
                 self.kv,
                 self.lengths,
@@ -290,7 +291,7 @@ class Slab:
                 batch.kv,
                 batch.lengths,
                 correction.padded,
-                *table.tensors(),
+                table,
                 self.context_length,
             )
             return
@@ -379,26 +380,12 @@ def store_window(
     kv: torch.Tensor,
     lengths: torch.Tensor,
     padded: torch.Tensor,
-    out_len_table: torch.Tensor,
-    windowed_table: torch.Tensor,
-    weight_table: torch.Tensor,
-    shift_table: torch.Tensor,
-    bits_table: torch.Tensor,
+    table: RowTables,
     context_length: int,
 ) -> None:
     """A batch store's slab work: ``zerokv.entry.shift_rows`` (split and window rule) of
     a batch (width >= 1, not a view of ``store``), written to ``slots``."""
-    rows, out_len = shift_rows(
-        kv,
-        lengths,
-        padded,
-        out_len_table,
-        windowed_table,
-        weight_table,
-        shift_table,
-        bits_table,
-        context_length,
-    )
+    rows, out_len = shift_rows(kv, lengths, padded, table, context_length)
     write_rows_at(store, stored_lengths, slots, rows, out_len)
 
 

@@ -120,18 +120,17 @@ def count_launches(fn: Callable[[], object]) -> Launches:
 
 def _under_aten(event: FunctionEvent) -> bool:
     """Whether an aten op is called by another aten op (it is then part of that one)."""
-    parent = event.cpu_parent
-    while parent is not None:
-        if parent.name.startswith("aten::"):
-            return True
-        parent = parent.cpu_parent
-    return False
+    return _has_ancestor(event, "aten::")
 
 
 def _in_compiled_region(event: FunctionEvent) -> bool:
+    return _has_ancestor(event, "Torch-Compiled Region")
+
+
+def _has_ancestor(event: FunctionEvent, prefix: str) -> bool:
     parent = event.cpu_parent
     while parent is not None:
-        if parent.name.startswith("Torch-Compiled Region"):
+        if parent.name.startswith(prefix):
             return True
         parent = parent.cpu_parent
     return False

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 
@@ -165,6 +166,9 @@ class SlotIndex:
         # tensors are only ever written in place, so the views stay theirs.
         self._keys_grid = self._grid(self.keys)
         self._occupied_grid = self._grid(self.occupied)
+        self._state = TierState(
+            self._keys_grid, self._occupied_grid, self.fingerprints, self.has_fingerprint
+        )
         self._trash = torch.tensor(self.trash, device=self.device)
         self._slab_trash = torch.tensor(region.trash, device=self.device)
         self.init_policy()
@@ -290,18 +294,10 @@ class SlotIndex:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Hit, collision and slot per row of a batched ``get`` (``count``) or ``peek``;
         rows not ``active`` do nothing."""
-        hit, collision, slot = match_rows(
-            self._keys_grid,
-            self._occupied_grid,
-            self.fingerprints,
-            self.has_fingerprint,
-            rows.pool_ids,
-            rows.first,
-            rows.keys,
-            rows.fingerprints,
-            rows.has_fingerprint,
-            active,
+        tier_rows = TierRows(
+            rows.pool_ids, rows.first, rows.keys, rows.fingerprints, rows.has_fingerprint
         )
+        hit, collision, slot = match_rows(self._state, tier_rows, active)
         if count:
             self._counted(rows.pool_ids, active, hit, collision, slot)
         return hit, collision, slot
@@ -336,15 +332,8 @@ class SlotIndex:
         region = self.region
         (tier, slot, collided, global_slot, hit), (active, tier_hit, collision, tier_slot) = (
             self.kernels(lookup_tier)(
-                self._keys_grid,
-                self._occupied_grid,
-                self.fingerprints,
-                self.has_fingerprint,
-                mapped.pool_ids,
-                mapped.first,
-                rows.keys,
-                rows.fingerprints,
-                rows.has_fingerprint,
+                self._state,
+                _tier_rows(mapped, rows),
                 mapped.key_tag,
                 mapped.fingerprint_tag,
                 prev,
@@ -631,6 +620,13 @@ def _row_priority(rows: Rows, i: int) -> tuple[torch.Tensor, torch.Tensor | None
     return rows.priorities[i : i + 1], has
 
 
+def _tier_rows(mapped: _RowMap, rows: Rows) -> TierRows:
+    """``rows`` in this index (its row map): pools, first slots, keys, fingerprints."""
+    return TierRows(
+        mapped.pool_ids, mapped.first, rows.keys, rows.fingerprints, rows.has_fingerprint
+    )
+
+
 class FIFOIndex(SlotIndex):
     """LightZero's ring per pool; ``next[p]`` is pool ``p``'s pointer."""
 
@@ -666,11 +662,7 @@ class FIFOIndex(SlotIndex):
             self.next,
             self._keys_grid,
             self._occupied_grid,
-            mapped.pool_ids,
-            mapped.first,
-            rows.keys,
-            rows.fingerprints,
-            rows.has_fingerprint,
+            _tier_rows(mapped, rows),
             mapped.key_tag,
             mapped.fingerprint_tag,
             before,
@@ -914,20 +906,34 @@ def match_keys(
     return match.any(dim=1), first_true(match)
 
 
+class TierState(NamedTuple):
+    """What a lookup reads of an index: keys and occupancy as ``[P, C]`` grids, and the
+    flat per-slot fingerprints and their flags."""
+
+    keys_grid: torch.Tensor
+    occupied_grid: torch.Tensor
+    fingerprints: torch.Tensor
+    has_fingerprint: torch.Tensor
+
+
+class TierRows(NamedTuple):
+    """A batch's rows as one index sees them: each row's pool and its first flat slot,
+    and its key, fingerprint and fingerprint flag (bound to the env or not)."""
+
+    pool_ids: torch.Tensor
+    first: torch.Tensor
+    keys: torch.Tensor
+    fingerprints: torch.Tensor | None
+    has_fingerprint: torch.Tensor | None
+
+
 def match_rows(
-    keys_grid: torch.Tensor,
-    occupied_grid: torch.Tensor,
-    fingerprints: torch.Tensor,
-    has_fingerprint: torch.Tensor,
-    pool_ids: torch.Tensor,
-    first: torch.Tensor,
-    keys: torch.Tensor,
-    row_fps: torch.Tensor | None,
-    row_has: torch.Tensor | None,
-    active: torch.Tensor | None,
+    state: TierState, rows: TierRows, active: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hit, collision and slot per (bound) row; rows not ``active`` neither hit nor
     collide. A found key hits when its fingerprint verifies (or either side has none)."""
+    keys_grid, occupied_grid, fingerprints, has_fingerprint = state
+    pool_ids, first, keys, row_fps, row_has = rows
     found, slot = match_keys(keys_grid, occupied_grid, pool_ids, keys)
     if row_fps is None:
         hit, collision = found, torch.zeros_like(found)
@@ -944,15 +950,8 @@ def match_rows(
 
 
 def lookup_tier(
-    keys_grid: torch.Tensor,
-    occupied_grid: torch.Tensor,
-    fingerprints: torch.Tensor,
-    has_fingerprint: torch.Tensor,
-    pool_ids: torch.Tensor,
-    first: torch.Tensor,
-    keys: torch.Tensor,
-    row_fps: torch.Tensor | None,
-    row_has: torch.Tensor | None,
+    state: TierState,
+    rows: TierRows,
     key_tag: torch.Tensor | None,
     fp_tag: torch.Tensor | None,
     prev: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
@@ -968,20 +967,10 @@ def lookup_tier(
 
     Returns the lookup so far, and this tier's own ``(active, hit, collision, slot)`` for
     its statistics and policy."""
-    keys, row_fps, row_has = bind_rows(keys, row_fps, row_has, key_tag, fp_tag)
+    first = rows.first
+    bound = TierRows(rows.pool_ids, first, *bind_rows(*rows[2:], key_tag, fp_tag))
     active = None if prev is None else ~prev[4]
-    hit, collision, slot = match_rows(
-        keys_grid,
-        occupied_grid,
-        fingerprints,
-        has_fingerprint,
-        pool_ids,
-        first,
-        keys,
-        row_fps,
-        row_has,
-        active,
-    )
+    hit, collision, slot = match_rows(state, bound, active)
     flat = base + first + slot
     if prev is None:
         miss = torch.full_like(slot, -1)
@@ -1054,11 +1043,7 @@ def fifo_put(
     next_slot: torch.Tensor,
     keys_grid: torch.Tensor,
     occupied_grid: torch.Tensor,
-    pool_ids: torch.Tensor,
-    first: torch.Tensor,
-    row_keys: torch.Tensor,
-    row_fps: torch.Tensor | None,
-    row_has: torch.Tensor | None,
+    rows: TierRows,
     key_tag: torch.Tensor | None,
     fp_tag: torch.Tensor | None,
     before: torch.Tensor,
@@ -1077,12 +1062,13 @@ def fifo_put(
     ``fold``: resolve with the general fixed point (``fifo_fold``) rather than the closed
     form (``fifo_plain``), which is exact only when no insertion of the batch can evict a
     key a later row looks for (``FIFOIndex._cannot_interplay``)."""
-    row_keys, row_fps, row_has = bind_rows(row_keys, row_fps, row_has, key_tag, fp_tag)
+    pool_ids, first = rows.pool_ids, rows.first
+    row_keys, row_fps, row_has = bind_rows(*rows[2:], key_tag, fp_tag)
     present, first_slot = match_keys(keys_grid, occupied_grid, pool_ids, row_keys)
     ptr = next_slot.index_select(0, pool_ids)
     same_key_before = before & (row_keys.unsqueeze(1) == row_keys.unsqueeze(0))
     resolve = fifo_fold if fold else fifo_plain
-    slot, evicted, evicted_mask, new = resolve(
+    batch = FifoBatch(
         keys,
         occupied,
         next_slot,
@@ -1094,9 +1080,8 @@ def fifo_put(
         first_slot,
         ptr,
         same_key_before,
-        capacity,
-        early_stop,
     )
+    slot, evicted, evicted_mask, new = resolve(batch, capacity, early_stop)
     targets = write_keys(
         keys,
         fingerprints,
@@ -1115,25 +1100,35 @@ def fifo_put(
     return slot, evicted, evicted_mask, new, targets
 
 
+class FifoBatch(NamedTuple):
+    """What both FIFO resolutions (``fifo_plain``, ``fifo_fold``) read: the index's keys
+    and occupancy, the ring pointers (``next_slot``, advanced in place), and per row its
+    pool, its pool's first flat slot, its bound key, the same-pool rows before it, whether
+    its key is stored and in which slot, its pool's pointer, and the same-key rows before
+    it."""
+
+    keys: torch.Tensor
+    occupied: torch.Tensor
+    next_slot: torch.Tensor
+    pool_ids: torch.Tensor
+    first: torch.Tensor
+    row_keys: torch.Tensor
+    before: torch.Tensor
+    present: torch.Tensor
+    first_slot: torch.Tensor
+    ptr: torch.Tensor
+    same_key_before: torch.Tensor
+
+
 def fifo_plain(
-    keys: torch.Tensor,
-    occupied: torch.Tensor,
-    next_slot: torch.Tensor,
-    pool_ids: torch.Tensor,
-    first: torch.Tensor,
-    row_keys: torch.Tensor,
-    before: torch.Tensor,
-    present: torch.Tensor,
-    first_slot: torch.Tensor,
-    ptr: torch.Tensor,
-    same_key_before: torch.Tensor,
-    capacity: int,
-    early_stop: bool,
+    batch: FifoBatch, capacity: int, early_stop: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fold when no insertion of the batch can evict a key a later row looks for: a
     row is new iff its key is absent and not repeated earlier in the batch; new rows take
     consecutive slots from the pointer; a repeat takes its first occurrence's slot; a new
     row evicts its slot's occupant."""
+    keys, occupied, next_slot, pool_ids, first, _, before, present, first_slot, ptr, same = batch
+    same_key_before = same
     repeat = same_key_before.any(dim=1)
     new = ~(present | repeat)
     count = (before & new.unsqueeze(0)).sum(dim=1)  # new rows before, same pool
@@ -1149,22 +1144,14 @@ def fifo_plain(
 
 
 def fifo_fold(
-    keys: torch.Tensor,
-    occupied: torch.Tensor,
-    next_slot: torch.Tensor,
-    pool_ids: torch.Tensor,
-    first: torch.Tensor,
-    row_keys: torch.Tensor,
-    before: torch.Tensor,
-    present: torch.Tensor,
-    first_slot: torch.Tensor,
-    ptr: torch.Tensor,
-    same_key_before: torch.Tensor,
-    capacity: int,
-    early_stop: bool,
+    batch: FifoBatch, capacity: int, early_stop: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fold in general: the fixed point of the module docstring, ``B`` rounds (or
     fewer with ``early_stop``: a host read that stops at the fixed point, CPU only)."""
+    keys, occupied, next_slot, pool_ids, first, row_keys, before, present, first_slot, ptr, same = (
+        batch
+    )
+    same_key_before = same
     cap = capacity
     count_rows = row_keys.shape[0]
     # Insertion number of a key stored before the batch: its ring offset - capacity.
