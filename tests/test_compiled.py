@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from zerokv import CacheConfig, CacheManager, ConfigError, checks
-from zerokv.bench.compiled import count_launches, sim_step_launches
+from zerokv.bench.compiled import SimStep, count_launches, sim_step_launches
 from zerokv.bench.workload import ReplayMismatch, WorkloadConfig, preset, replay
 from zerokv.bench.zerokv_backend import ZeroKVBackend
 from zerokv.index import Region, make_index
@@ -57,12 +57,16 @@ def _strict_dynamo() -> Iterator[None]:
         yield
 
 
-def _replay_compiled_against_eager(cfg: WorkloadConfig) -> tuple[ZeroKVBackend, ZeroKVBackend]:
-    compiled = ZeroKVBackend(cfg, CPU, torch.float32, compile=True)
-    eager = ZeroKVBackend(cfg, CPU, torch.float32)
+def _replay_compiled_against_eager(
+    cfg: WorkloadConfig, device: torch.device = CPU
+) -> tuple[ZeroKVBackend, ZeroKVBackend]:
+    compiled = ZeroKVBackend(cfg, device, torch.float32, compile=True)
+    eager = ZeroKVBackend(cfg, device, torch.float32)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(checks, "CPU_SHORTCUTS", False)  # eager takes the path compiled code takes
-        result = replay(compiled, cfg, steps=cfg.steps, check_against=eager, instrument=False)
+        result = replay(
+            compiled, cfg, device=device, steps=cfg.steps, check_against=eager, instrument=False
+        )
     assert result.checked_steps == cfg.steps
     return compiled, eager
 
@@ -86,6 +90,30 @@ def test_compiled_manager_equals_eager_over_a_replay() -> None:
     assert kernels is compiled_kernels(CPU) and kernels.compiled
     assert {zkv64_mix, lookup_tier, gather_rows, fifo_put, store_window} <= set(kernels._done)
     assert eager.manager.kernels.compiled is False
+
+
+@pytest.mark.cuda
+def test_compiled_manager_equals_eager_on_cuda() -> None:
+    """The same on CUDA, where the compiled kernels replay CUDA graphs
+    (``mode="reduce-overhead"``; every output is compared as soon as it is made)."""
+    cuda = torch.device("cuda")
+    compiled, eager = _replay_compiled_against_eager(REPLAY, cuda)
+    assert compiled.manager.kernels.mode == "reduce-overhead"
+    _assert_same_state(compiled.manager, eager.manager)
+
+
+@pytest.mark.cuda
+def test_compiled_cuda_hot_path_is_sync_free() -> None:
+    driver = SimStep(preset("atari"), compile=True, device="cuda")
+    for _ in range(3):  # compiled, then CUDA graphs warmed up and recorded
+        driver.step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        driver.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
 
 
 def test_a_sim_step_launches_at_most_15_kernels_at_the_atari_shape() -> None:
