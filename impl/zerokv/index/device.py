@@ -23,21 +23,26 @@ on every device.
 ``put`` must equal the spec's left-to-right fold even when rows of one batch interact
 (duplicate keys, a stored key that an earlier row evicts, more new keys than slots):
 
-* ``FIFOIndex.resolve_put`` resolves the whole batch at once. With ``n_i`` the number of
+* FIFO (``fifo_put``, one kernel) resolves the whole batch at once. With ``n_i`` the number of
   new keys before row ``i`` (same pool), a key is present at row ``i`` iff
   ``n_i <= I + capacity``, where ``I`` is the insertion number of its latest insertion
   (``offset - capacity`` for a key stored before the batch, ``n_j`` for a new row
   ``j < i``). Row ``i`` is new iff its key is not present; this is a fixed point over the
   batch that is exact after ``B`` rounds (row ``i`` depends only on rows before it). On
-  CUDA exactly ``B`` rounds run (no synchronisation); on the CPU the loop stops as soon as
-  a round changes nothing.
+  CUDA (and in compiled kernels) exactly ``B`` rounds run (no synchronisation); eager on
+  the CPU the loop stops as soon as a round changes nothing. When no insertion can evict a
+  key a later row looks for, ``fifo_plain`` gives the fold in closed form.
 * ``LRUIndex`` and ``PriorityIndex`` fold the rows one at a time (``SlotIndex.resolve_put``),
   each row a handful of vectorised operations over the pool (no host synchronisation
   either). These policies are not on UniZero's hot path (LightZero uses FIFO).
 
 Each policy is a small subclass overriding the hooks that differ (``victim``,
-``on_hits``, ``on_put``, ``on_remove``, ``reset_policy``, ``eviction_order``,
-``check_policy``), as in the spec.
+``on_hits``, ``on_put``, ``on_remove``, ``init_policy`` / ``reset_policy``,
+``eviction_order``, ``check_policy``), as in the spec; FIFO overrides ``put`` itself.
+
+The tensor work of ``lookup`` and of FIFO's ``put`` lives in the module's kernels at the
+end (``lookup_tier``, ``fifo_put``: pure functions, see ``zerokv.kernels``), run eagerly
+or compiled by ``self.kernels``.
 
 Host-level queries (``size``, ``slot_of``, ``key_at``, ``eviction_order``, ``stats_of``,
 ``evict``) read device values: the spec's answer (or its exception) depends on them.
@@ -684,8 +689,8 @@ class FIFOIndex(SlotIndex):
         Two cases where none can: a pool that gets at most one row, and a pool whose ring
         cannot wrap during the batch (its rows since the last clear - a bound on its
         insertions - plus this batch fit its capacity: every slot ahead of the pointer is
-        empty). Then ``_resolve_plain`` is the fold, in a fixed number of operations
-        whatever B; otherwise ``_resolve_fold`` (B rounds on CUDA)."""
+        empty). Then ``fifo_plain`` is the fold, in a fixed number of operations
+        whatever B; otherwise ``fifo_fold`` (B rounds on CUDA)."""
         per_pool: dict[int, int] = {}
         for p in self._pools_of(rows):
             per_pool[p] = per_pool.get(p, 0) + 1
