@@ -116,6 +116,12 @@ def test_compiled_cuda_hot_path_is_sync_free() -> None:
     torch.cuda.synchronize()
 
 
+@pytest.mark.cuda
+def test_a_cuda_sim_step_makes_at_most_15_launches() -> None:
+    launches = sim_step_launches(preset("atari"), "cuda")
+    assert launches.runtime is not None and 0 < launches.total <= 15, launches
+
+
 def test_a_sim_step_launches_at_most_15_kernels_at_the_atari_shape() -> None:
     launches = sim_step_launches(preset("atari"))
     # One compiled graph per phase call: keys twice, one per tier, the gather, the put and

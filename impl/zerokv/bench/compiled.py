@@ -6,7 +6,8 @@ cuda``).
   (keys of the parents, ``lookup_many``, ``gather_reserve``, the model's write of its new
   tokens, ``with_length``, keys of the children, ``store_recurrent_batch``), at a workload
   config's shape, on the device path (the index every compiled cache uses).
-* ``count_launches`` runs a callable under ``torch.profiler`` and counts what it launches:
+* ``count_launches`` runs a callable under ``torch.profiler`` and counts what it launches
+  (on CUDA the CUDA runtime's launch calls are the count: kernels, graph replays, copies):
   the kernels inductor generated (CPU: ``cpp_fused_*``, recorded because
   ``torch._inductor.config.cpp.enable_kernel_profile`` is on while they compile; CUDA:
   ``triton_*``), the aten ops compiled code calls (inductor's extern kernels, such as
@@ -86,10 +87,15 @@ class Launches:
     eager: int
     #: Compiled graphs called.
     graphs: int
+    #: On CUDA: the launches the CUDA runtime saw (kernels, CUDA graphs, copies and fills;
+    #: a replayed CUDA graph is one launch). None on the CPU.
+    runtime: int | None = None
 
     @property
     def total(self) -> int:
-        """Every kernel launch: generated, extern and eager."""
+        """Every launch: the CUDA runtime's count on CUDA, else generated + extern + eager."""
+        if self.runtime is not None:
+            return self.runtime
         return self.generated + self.extern + self.eager
 
 
@@ -97,10 +103,30 @@ def _is_generated(name: str) -> bool:
     return "cpp_fused_" in name or name.startswith("triton_")
 
 
-def count_launches(fn: Callable[[], object]) -> Launches:
-    """Run ``fn`` once under the profiler and count its launches (module docstring)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+#: CUDA runtime calls that start work on the GPU.
+_CUDA_LAUNCHES = frozenset(
+    {
+        "cudaLaunchKernel",
+        "cudaLaunchKernelExC",
+        "cuLaunchKernel",
+        "cuLaunchKernelEx",
+        "cudaGraphLaunch",
+        "cudaMemcpyAsync",
+        "cudaMemsetAsync",
+    }
+)
+
+
+def count_launches(fn: Callable[[], object], cuda: bool = False) -> Launches:
+    """Run ``fn`` once under the profiler and count its launches (module docstring);
+    ``cuda``: also count what the CUDA runtime launched (``Launches.runtime``)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
         fn()
+        if cuda:
+            torch.cuda.synchronize()
     generated = extern = eager = graphs = 0
     for event in prof.events():
         name = event.name
@@ -115,7 +141,10 @@ def count_launches(fn: Callable[[], object]) -> Launches:
                 extern += 1
             else:
                 eager += 1
-    return Launches(generated, extern, eager, graphs)
+    runtime = None
+    if cuda:
+        runtime = sum(1 for event in prof.events() if event.name in _CUDA_LAUNCHES)
+    return Launches(generated, extern, eager, graphs, runtime)
 
 
 def _under_aten(event: FunctionEvent) -> bool:
@@ -221,8 +250,9 @@ def sim_step_launches(
     try:
         with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}), _exact_path():
             driver = SimStep(cfg, compile=True, device=device, dtype=dtype)
-            driver.step()  # the measured step's own signatures, compiled
-            return count_launches(driver.step)
+            for _ in range(3):  # compiled; on CUDA, the CUDA graphs recorded as well
+                driver.step()
+            return count_launches(driver.step, cuda=torch.device(device).type == "cuda")
     finally:
         torch._dynamo.reset()
 
@@ -303,6 +333,8 @@ def format_compiled(results: list[CompiledComparison], legacy_ops: dict[str, flo
         k = r.launches
         ops = legacy_ops.get(r.config)
         kernels = f"{k.total} ({k.generated}+{k.extern}+{k.eager})"
+        if k.runtime is not None:
+            kernels = f"{k.total} CUDA launches ({k.graphs} graphs)"
         if ops is not None:
             kernels += f" vs {ops:.0f}"
         lines.append(
@@ -346,6 +378,7 @@ def compiled_json(r: CompiledComparison) -> dict[str, object]:
             "extern": r.launches.extern,
             "eager": r.launches.eager,
             "graphs": r.launches.graphs,
+            "cuda_runtime": r.launches.runtime,
         },
         "compile_s": r.compile_s,
         "checked_steps": r.checked_steps,
