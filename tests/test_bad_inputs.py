@@ -54,8 +54,9 @@ from zerokv import (
     Tier,
     UnsupportedOperationError,
     ZeroKVError,
-    checks,
 )
+from zerokv.testing.backends import BACKENDS, index_of
+from zerokv.testing.backends import backend as using_backend
 from zerokv_spec import entry as spec_entry
 from zerokv_spec import keys as spec_keys
 from zerokv_spec.manager import CacheManager as SpecManager
@@ -100,7 +101,7 @@ def build(kind: str, backend: str, shadow: bool) -> Subject:
         context_length=CL,
         root_capacity=3,
         recurrent_capacity=4,
-        index="host" if backend == "host" else "device",
+        index=index_of(backend),
     )
     m: Any = ShadowManager(config) if shadow else CacheManager(config)
     entries = Entries(kv(1) * 0.5, keys(3), True)
@@ -516,18 +517,11 @@ def _nan_after_construction() -> Correction:
     return c
 
 
-SUBJECTS = ("host", "device", "device-exact")
-
-
-@pytest.fixture(params=SUBJECTS)
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     name = str(request.param)
-    previous = checks.CPU_SHORTCUTS
-    checks.CPU_SHORTCUTS = name != "device-exact"
-    try:
+    with using_backend(name):
         yield name
-    finally:
-        checks.CPU_SHORTCUTS = previous
 
 
 @pytest.mark.parametrize("bad", MANAGER_ROWS, ids=lambda r: f"{r.entry}: {r.mistake}")

@@ -138,24 +138,15 @@ def test_index_matches_spec(
 ) -> None:
     op_list = data.draw(st.lists(ops(num_pools), max_size=14))
     spec: list[SlotPool[str]] = [make_pool(policy, capacity) for _ in range(num_pools)]
-    shortcuts = backend != "device-no-shortcuts"
-    previous = checks.CPU_SHORTCUTS
-    checks.CPU_SHORTCUTS = shortcuts
-    try:
+    with checks.shortcuts(backend != "device-no-shortcuts"):
         region = Region(num_pools, capacity)
         index = make_index(policy, region, backend="host" if backend == "host" else "device")
         assert isinstance(index, HostIndex if backend == "host" else SlotIndex)
         with checks.enabled():
             _run(index, spec, op_list)
-    finally:
-        checks.CPU_SHORTCUTS = previous
 
 
 def test_auto_backend_follows_the_device() -> None:
     assert isinstance(make_index(Policy.FIFO, Region(1, 2), "cpu"), HostIndex)
-    previous = checks.CPU_SHORTCUTS
-    checks.CPU_SHORTCUTS = False
-    try:
+    with checks.shortcuts(False):
         assert isinstance(make_index(Policy.FIFO, Region(1, 2), "cpu"), SlotIndex)
-    finally:
-        checks.CPU_SHORTCUTS = previous

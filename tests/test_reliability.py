@@ -29,22 +29,18 @@ from zerokv import (
     EntryError,
     StaleLookupError,
     Tier,
-    checks,
     split,
 )
 from zerokv.keys import keys_and_fingerprints, legacy_keys, weak_keys, zkv64_keys
+from zerokv.testing.backends import BACKENDS, backend
 
 L, H, D, CL = 1, 1, 2, 8
-BACKENDS = ("host", "device", "device-exact")
 
 
 @pytest.fixture(params=BACKENDS)
 def manager(request: pytest.FixtureRequest) -> Iterator[CacheManager]:
     """A small manager on each index backend ("device-exact": the CUDA code path)."""
-    backend = str(request.param)
-    previous = checks.CPU_SHORTCUTS
-    checks.CPU_SHORTCUTS = backend != "device-exact"
-    try:
+    with backend(str(request.param)) as index:
         config = CacheConfig(
             env_num=2,
             num_layers=L,
@@ -53,11 +49,9 @@ def manager(request: pytest.FixtureRequest) -> Iterator[CacheManager]:
             context_length=CL,
             root_capacity=3,
             recurrent_capacity=4,
-            index="host" if backend == "host" else "device",
+            index=index,
         )
         yield CacheManager(config)
-    finally:
-        checks.CPU_SHORTCUTS = previous
 
 
 def state(mgr: CacheManager) -> tuple[object, ...]:

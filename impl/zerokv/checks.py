@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["CPU_SHORTCUTS", "ENABLED", "enabled", "host_reads_are_free"]
+__all__ = ["CPU_SHORTCUTS", "ENABLED", "enabled", "host_reads_are_free", "shortcuts"]
 
 ENABLED = False
 
@@ -28,6 +28,19 @@ CPU_SHORTCUTS = True
 def host_reads_are_free(device: torch.device) -> bool:
     """Whether the hot path may read a value of ``device`` on the host at no cost."""
     return CPU_SHORTCUTS and device.type == "cpu"
+
+
+@contextmanager
+def shortcuts(on: bool = True) -> Iterator[None]:
+    """Switch the CPU shortcuts on (or off: the exact CUDA code path) inside a ``with``
+    block."""
+    global CPU_SHORTCUTS
+    previous = CPU_SHORTCUTS
+    CPU_SHORTCUTS = on
+    try:
+        yield
+    finally:
+        CPU_SHORTCUTS = previous
 
 
 @contextmanager

@@ -13,10 +13,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerokv import Batch, CacheConfig, CacheManager, Correction, checks
+from zerokv import Batch, CacheConfig, CacheManager, Correction
+from zerokv.testing.backends import BACKENDS, backend, index_of
 
 
-@pytest.mark.parametrize("index", ["host", "device", "device-exact"])
+@pytest.mark.parametrize("index", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 def test_padding_garbage_is_not_stored(index: str, dtype: torch.dtype) -> None:
     cl, rows = 8, 4
@@ -29,11 +30,9 @@ def test_padding_garbage_is_not_stored(index: str, dtype: torch.dtype) -> None:
         root_capacity=4,
         recurrent_capacity=8,
         dtype=dtype,
-        index="host" if index == "host" else "device",
+        index=index_of(index),
     )
-    shortcuts = checks.CPU_SHORTCUTS
-    checks.CPU_SHORTCUTS = index != "device-exact"
-    try:
+    with backend(index):
         mgr = CacheManager(cfg)
         gen = torch.Generator().manual_seed(1)
         kv = torch.randn(2, 2, rows, 2, cl, 3, generator=gen).to(dtype)
@@ -61,5 +60,3 @@ def test_padding_garbage_is_not_stored(index: str, dtype: torch.dtype) -> None:
         assert torch.equal(stored.kv[:, :, 1, :, -5:, :], kv[:, :, 1, :, -5:, :])
         kept = kv[:, :, 2, :, cl - 7 + 2 : cl - 7 + 7, :] + table
         assert torch.equal(stored.kv[:, :, 2, :, 3:, :], kept)
-    finally:
-        checks.CPU_SHORTCUTS = shortcuts

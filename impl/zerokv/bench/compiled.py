@@ -23,8 +23,7 @@ cuda``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -227,17 +226,6 @@ class SimStep:
         self.run(self.latents[1], self.latents[2])
 
 
-@contextmanager
-def _exact_path() -> Iterator[None]:
-    """The CPU shortcuts off: the code path CUDA runs (the compiled kernels take it anyway)."""
-    shortcuts = checks.CPU_SHORTCUTS
-    checks.CPU_SHORTCUTS = False
-    try:
-        yield
-    finally:
-        checks.CPU_SHORTCUTS = shortcuts
-
-
 def sim_step_launches(
     cfg: WorkloadConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> Launches:
@@ -248,7 +236,9 @@ def sim_step_launches(
     """
     torch._dynamo.reset()
     try:
-        with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}), _exact_path():
+        # The CPU shortcuts off: the code path CUDA runs (the compiled kernels take it anyway).
+        profiled = torch._inductor.config.patch({"cpp.enable_kernel_profile": True})
+        with profiled, checks.shortcuts(False):
             driver = SimStep(cfg, compile=True, device=device, dtype=dtype)
             for _ in range(3):  # compiled; on CUDA, the CUDA graphs recorded as well
                 driver.step()

@@ -695,48 +695,46 @@ def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict
     from zerokv import checks
 
     model = copy.deepcopy(base)
-    shortcuts = checks.CPU_SHORTCUTS
-    checks.CPU_SHORTCUTS = False
-    attachment = attach(model, index="device")
-    counter = DispatchCounter()
-    mgr = attachment.manager
-    wrapped = (
-        "keys_of",
-        "lookup_many",
-        "gather_reserve",
-        "store_recurrent_batch",
-        "store_root_batch",
-    )
-    saved = {name: getattr(mgr, name) for name in wrapped}
-    recurrent_syncs = [0]
+    with checks.shortcuts(False):
+        attachment = attach(model, index="device")
+        counter = DispatchCounter()
+        mgr = attachment.manager
+        wrapped = (
+            "keys_of",
+            "lookup_many",
+            "gather_reserve",
+            "store_recurrent_batch",
+            "store_root_batch",
+        )
+        saved = {name: getattr(mgr, name) for name in wrapped}
+        recurrent_syncs = [0]
 
-    def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            with counter:
-                return fn(*args, **kwargs)
+        def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                with counter:
+                    return fn(*args, **kwargs)
 
-        return run
+            return run
 
-    for name, fn in saved.items():
-        setattr(mgr, name, counted(fn))
-    try:
-        before = [0, 0]
+        for name, fn in saved.items():
+            setattr(mgr, name, counted(fn))
+        try:
+            before = [0, 0]
 
-        def on_initial(seconds: float) -> None:
-            before[0] = counter.syncs
-            before[1] = attachment.counts.host_reads
+            def on_initial(seconds: float) -> None:
+                before[0] = counter.syncs
+                before[1] = attachment.counts.host_reads
 
-        def on_recurrent(seconds: float) -> None:
-            recurrent_syncs[0] += (
-                counter.syncs - before[0] + attachment.counts.host_reads - before[1]
-            )
-            before[0] = counter.syncs
-            before[1] = attachment.counts.host_reads
+            def on_recurrent(seconds: float) -> None:
+                recurrent_syncs[0] += (
+                    counter.syncs - before[0] + attachment.counts.host_reads - before[1]
+                )
+                before[0] = counter.syncs
+                before[1] = attachment.counts.host_reads
 
-        drive(model, shape, schedule, on_initial=on_initial, on_recurrent=on_recurrent)
-    finally:
-        attachment.detach()
-        checks.CPU_SHORTCUTS = shortcuts
+            drive(model, shape, schedule, on_initial=on_initial, on_recurrent=on_recurrent)
+        finally:
+            attachment.detach()
     zerokv = recurrent_syncs[0] / max(attachment.counts.recurrent_calls, 1)
     return lightzero, zerokv, dict(counter.sync_ops)
 

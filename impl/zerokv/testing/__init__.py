@@ -8,6 +8,7 @@ executable spec (``zerokv_spec``) with the same pieces:
 * ``zerokv.testing.views`` - everything observable about a pool (``PoolState`` from the
   index protocol, plus the decoded K/V), from either side, compared with ``==``;
 * ``zerokv.testing.mirror`` - run an operation on both sides and mirror their errors;
+* ``zerokv.testing.backends`` - the index backends a test runs a cache on, by name;
 * ``zerokv.testing.stateful`` - the hypothesis base machine and strategies (imported on
   its own: it needs ``hypothesis``, which the rest does not).
 

@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine
 from zerokv import checks
 from zerokv.index import PutResult
 from zerokv.manager import CacheConfig, CacheManager
+from zerokv.testing.backends import BACKENDS, COMPILED, index_of, shortcuts_of
 from zerokv.testing.encoding import Shape, TokenSource
 from zerokv_spec.keys import INT64_MAX, INT64_MIN
 from zerokv_spec.manager import CacheManager as SpecManager
@@ -110,14 +111,6 @@ def clear_both(spec: SpecManager, impl: CacheManager, which: str, env: int = 0) 
         impl.clear_all()
 
 
-#: Index backends every machine runs: the device-resident ``SlotIndex`` with the CPU
-#: shortcuts on, the same with them off (exactly the CUDA code path), and ``HostIndex``.
-BACKENDS: tuple[str, ...] = ("device", "device-exact", "host")
-#: The device index with compiled kernels (``CacheConfig(compile=True)``), which machines
-#: run on their own (compilation is slow): pass ``compile=backend == COMPILED``.
-COMPILED = "compiled"
-
-
 class DiffMachine(RuleBasedStateMachine):
     """Base of every differential machine: runtime contracts on for its whole life."""
 
@@ -133,8 +126,8 @@ class DiffMachine(RuleBasedStateMachine):
     def use_backend(self, backend: str) -> str:
         """The ``index=`` argument for ``backend`` (``BACKENDS`` or ``COMPILED``); sets the
         CPU shortcuts (compiled kernels never take them)."""
-        checks.CPU_SHORTCUTS = backend != "device-exact"
-        return "host" if backend == "host" else "device"
+        checks.CPU_SHORTCUTS = shortcuts_of(backend)
+        return index_of(backend)
 
     def teardown(self) -> None:
         checks.CPU_SHORTCUTS = self._shortcuts
