@@ -192,9 +192,30 @@ class BatchView:
 # --------------------------------------------------------------------------- proxies
 
 
-class _PoolProxy:
+class _Refusing:
+    """A stand-in for a LightZero cache object while attached: an attribute it does not
+    define is refused with ``UnsupportedOperationError`` naming what reaches zerokv."""
+
+    #: What still reaches zerokv through this stand-in (appended to the refusal).
+    _reaches = ""
+
+    def _path(self, name: str) -> str:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedOperationError(
+            f"{self._path(name)}: this world model's caches are managed by zerokv "
+            f"(zerokv.lightzero.attach){self._reaches} - detach() first"
+        )
+
+
+class _PoolProxy(_Refusing):
     """Stands for one of LightZero's cache dicts / pools while attached: ``clear()`` (what
     LightZero's policy calls) clears the zerokv pool; anything else is refused."""
+
+    _reaches = "; only clear() and len() reach them"
 
     def __init__(self, name: str, clear: Callable[[], None], size: Callable[[], int]) -> None:
         self._name, self._clear, self._size = name, clear, size
@@ -205,16 +226,11 @@ class _PoolProxy:
     def __len__(self) -> int:
         return self._size()
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise UnsupportedOperationError(
-            f"{self._name}.{name}: this world model's caches are managed by zerokv "
-            "(zerokv.lightzero.attach); only clear() and len() reach them - detach() first"
-        )
+    def _path(self, name: str) -> str:
+        return f"{self._name}.{name}"
 
 
-class _ManagerProxy:
+class _ManagerProxy(_Refusing):
     """Stands for LightZero main's ``kv_cache_manager`` while attached: the calls LightZero's
     world model and policy make (pool clears, ``clear_recur_cache``, ``clear_all``,
     ``get_stats_summary``) reach zerokv; anything else is refused."""
@@ -249,13 +265,8 @@ class _ManagerProxy:
     def get_stats_summary(self) -> dict[str, Any]:
         return {"stats_enabled": True, "zerokv": self._attachment.stats()}
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise UnsupportedOperationError(
-            f"kv_cache_manager.{name}: this world model's caches are managed by zerokv "
-            "(zerokv.lightzero.attach) - detach() first"
-        )
+    def _path(self, name: str) -> str:
+        return f"kv_cache_manager.{name}"
 
 
 def _root_size(mgr: CacheManager, env: int) -> int:
