@@ -351,8 +351,11 @@ class RowTables(NamedTuple):
     ``n`` in ``[0, cl]``): its stored length under the window rule, whether it is windowed
     (as an int, and as 0/1 in the K/V dtype: the correction's weight), whether it moves by
     one column (exactly ``cl`` tokens, windowed), and its kept-columns bit mask. A store
-    looks its rows up with one ``index_select`` each instead of computing them. A named
-    tuple: kernels take it whole (compiled code sees its tensors)."""
+    looks its rows up with one ``index_select`` each instead of computing them. The last
+    three are laid out along dimension 2 of a ``[L, 2, B, H, cl, d]`` batch
+    (``[1, 1, cl + 1, 1, 1 or cl, 1]``), so a lookup broadcasts against the batch as it is
+    (no view per store). A named tuple: kernels take it whole (compiled code sees its
+    tensors)."""
 
     out_len: torch.Tensor
     windowed: torch.Tensor
@@ -366,13 +369,14 @@ def row_tables(cl: int, dtype: torch.dtype, device: torch.device) -> RowTables:
     sizes = torch.arange(cl + 1, device=device)
     windowed = sizes >= cl - 1
     out_len = torch.where(windowed, torch.full_like(sizes, cl - 3), sizes)
-    ints = _INT_OF_SIZE[torch.empty((), dtype=dtype).element_size()]
+    ints = _INT_OF_SIZE[dtype.itemsize]
+    per_row = (1, 1, cl + 1, 1, 1, 1)
     return RowTables(
         out_len,
         windowed.long(),
-        windowed.to(dtype),
-        sizes == cl,
-        _keep_bits(cl, ints, device),
+        windowed.to(dtype).view(per_row),
+        (sizes == cl).view(per_row),
+        _keep_bits(cl, ints, device).view(1, 1, cl + 1, 1, cl, 1),
     )
 
 
@@ -420,7 +424,7 @@ def shift_rows(
         # of exactly cl tokens under the window rule, which moves by one column.
         moved = kv
         if padded is not None:
-            shift = table.shift.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
+            shift = table.shift.index_select(2, lengths)
             moved = torch.where(shift, kv.roll(1, 4), kv)
     else:
         # Slab column c holds token c - (cl - out_len) of the result, which is token
@@ -438,9 +442,9 @@ def shift_rows(
         )
     out = moved
     if padded is not None:
-        weight = table.weight.index_select(0, lengths).view(1, 1, rows, 1, 1, 1)
+        weight = table.weight.index_select(2, lengths)
         out = torch.addcmul(moved, padded, weight)
-    bits = table.bits.index_select(0, out_len).view(1, 1, rows, 1, cl, 1)
+    bits = table.bits.index_select(2, out_len)
     # Never write into the caller's batch; a tensor made here may be reused.
     return _masked(out, bits, None if out is kv else out), out_len
 

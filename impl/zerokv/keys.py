@@ -87,6 +87,8 @@ def _check_latents(latents: torch.Tensor) -> str:
 
 def _rows_of(latents: torch.Tensor) -> torch.Tensor:
     """``[B, n]``: each row flattened (``reshape(B, -1)`` is ambiguous for ``B = 0``)."""
+    if latents.dim() == 2:
+        return latents  # already rows (a reshape would still dispatch a view)
     return latents.reshape(latents.shape[0], math.prod(latents.shape[1:]))
 
 
@@ -175,9 +177,10 @@ def zkv64(
 
 def _word_sums(words: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``[seeds, B]``: the sum over a row's words of ``(word ^ A[i]) * M[i]`` (wrapping)."""
-    # int32 ^ int64 promotes (sign-extends) the words inside the XOR; the product is then
-    # formed in place, so the pass allocates one [seeds, B, n] buffer.
-    return (words.unsqueeze(0) ^ a).mul_(m).sum(dim=2)
+    # int32 ^ int64 promotes (sign-extends) the words inside the XOR, and [B, n] against
+    # [seeds, 1, n] broadcasts to [seeds, B, n]; the product is then formed in place, so
+    # the pass allocates one [seeds, B, n] buffer.
+    return (words ^ a).mul_(m).sum(dim=2)
 
 
 def zkv64_mix(
@@ -202,8 +205,8 @@ def keys_and_fingerprints(
     latents: torch.Tensor, kernels: Kernels | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys and fingerprints together, in one pass."""
-    both = zkv64(latents, (KEY_SEED, FINGERPRINT_SEED), kernels)
-    return both[0], both[1]
+    keys, fingerprints = zkv64(latents, (KEY_SEED, FINGERPRINT_SEED), kernels).unbind(0)
+    return keys, fingerprints
 
 
 def weak_keys(latents: torch.Tensor) -> torch.Tensor:

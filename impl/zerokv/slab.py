@@ -346,7 +346,11 @@ def gather_rows(
         # Eager: the gather lands in its columns directly; the batch is written once.
         out = store.new_empty((*shape, kept + t, store.shape[5]))
         torch.index_select(source, 2, slots, out=out[:, :, :, :, :kept, :])
-        out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv
+        tail = out[:, :, :, :, kept:, :]
+        if new_kv is None:
+            tail.zero_()
+        else:
+            tail.copy_(new_kv)
     return out, lengths.clamp(max=kept) + t
 
 
@@ -391,7 +395,7 @@ def store_window(
 
 def _viewable(kv: torch.Tensor, wide: torch.dtype) -> bool:
     """Whether ``kv.view(wide)`` (a wider element type over the same bytes) is allowed."""
-    item, size = kv.element_size(), torch.empty((), dtype=wide).element_size()
+    item, size = kv.element_size(), wide.itemsize
     if kv.dtype.is_complex or item >= size or kv.dim() == 0 or kv.stride(-1) != 1:
         return False
     offsets = (kv.shape[-1], kv.storage_offset(), *kv.stride()[:-1])

@@ -206,8 +206,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 INDEX,
-                "hit, collision = found & verified, found & ~verified",
-                "hit, collision = found, found & ~verified",
+                "hit, collision = found & verified, found > verified",
+                "hit, collision = found, found > verified",
             ),
         ),
         (WEAK_T, POOL_T),
@@ -338,8 +338,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 SLAB,
-                "out[:, :, :, :, kept:, :] = 0 if new_kv is None else new_kv",
-                "out[:, :, :, :, kept:, :] = out[:, :, :, :, -t:, :] if new_kv is None else new_kv",
+                "            tail.zero_()",
+                "            pass",
             ),
         ),
         (MANAGER_T,),

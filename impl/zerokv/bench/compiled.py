@@ -67,6 +67,7 @@ _NO_KERNEL = frozenset(
         "squeeze",
         "t",
         "transpose",
+        "unbind",
         "unsqueeze",
         "_unsafe_view",
         "view",

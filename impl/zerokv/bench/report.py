@@ -738,7 +738,7 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
   slots per environment sets `root_capacity` lower.
 * **Compiled kernels (`--compiled`).** `CacheConfig(compile=True)` runs each phase as one
   compiled graph on the device index: 7 graphs and 14 kernel launches per simulation
-  step where the eager device path dispatches 181 ops. On a CPU that is not the fast path.
+  step where the eager device path dispatches 145 ops. On a CPU that is not the fast path.
   At the Atari shape (1 thread) a compiled step took 0.68 ms against 1.5 ms for the eager
   device path (what CUDA runs eagerly) and about 0.7-1.0 ms for the eager host index (the
   CPU default). Under the profiler, about 45% of the compiled step is the kernels' own

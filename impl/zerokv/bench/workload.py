@@ -441,6 +441,9 @@ class DispatchCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.allocations = 0
         self.syncs = 0
         self.ops = 0
+        #: Of ``ops``, the views (``func.is_view``: an output aliasing an input, no kernel
+        #: launched on a GPU, only Python dispatch).
+        self.views = 0
         self.sync_ops: Counter[str] = Counter()
 
     def __torch_dispatch__(
@@ -455,6 +458,7 @@ class DispatchCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]
         before = {_storage_ptr(t) for t in inputs}
         out = func(*args, **kw)
         self.ops += 1
+        self.views += func.is_view
         name = func.overloadpacket.__name__
         if name in _SYNC_OPS or self._device_to_host(name, args, inputs, out):
             self.syncs += 1

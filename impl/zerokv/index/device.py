@@ -152,7 +152,8 @@ class SlotIndex:
             self.num_pools, len(STATS_FIELDS), dtype=torch.int64, device=self.device
         )
         #: Counts not yet added to ``stats`` (``_fold``): per batched get, the rows' pools
-        #: and their queried / hit / collision flags; per put, pools, inserted and evicted.
+        #: their skipped (not queried; None: none) / hit / collision flags; per put, pools,
+        #: inserted and evicted.
         #: Keeping the flags the operation computed anyway costs no tensor operation; a
         #: reader of the statistics (or the 32nd pending batch) folds them in at once.
         self._pending_gets: list[
@@ -167,6 +168,10 @@ class SlotIndex:
         self._tags: tuple[torch.Tensor, torch.Tensor] | None = None
         if region.bound_envs is not None:
             self._tags = env_tags(region.bound_envs, self.device)
+        # The kernels' constants, made now: a first use on the hot path would copy them
+        # to the device there (and count two more ops in that one call).
+        for value in (-1, 0, region.zero):
+            _scalar(value, self.device)
         # Views kept once (a view costs an operation each time it is made); the state
         # tensors are only ever written in place, so the views stay theirs.
         self._keys_grid = self._grid(self.keys)
@@ -242,7 +247,7 @@ class SlotIndex:
     def _match(
         self, pool_ids: torch.Tensor, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row: is the key stored in its pool, and in which slot (0 when not)."""
+        """Per row: is the key stored in its pool, and in which slot (``match_keys``)."""
         return match_keys(self._keys_grid, self._occupied_grid, pool_ids, keys)
 
     _FOLD_AFTER = 32
@@ -254,7 +259,7 @@ class SlotIndex:
             hit = torch.cat([g[2] for g in self._pending_gets])
             collision = torch.cat([g[3] for g in self._pending_gets])
             queried = torch.cat(
-                [torch.ones_like(g[2]) if g[1] is None else g[1] for g in self._pending_gets]
+                [torch.ones_like(g[2]) if g[1] is None else ~g[1] for g in self._pending_gets]
             )
             counts = torch.stack([queried, hit, queried & ~hit, collision], dim=1)
             self.stats[:, 0:4].index_add_(0, pools, counts.long())
@@ -294,35 +299,33 @@ class SlotIndex:
         return pairs
 
     # ------------------------------------------------------------------ lookups
-    def _get(
-        self, rows: _PoolRows, active: torch.Tensor | None, count: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Hit, collision and slot per row of a batched ``get`` (``count``) or ``peek``;
-        rows not ``active`` do nothing."""
+    def _get(self, rows: _PoolRows, count: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hit, collision and slot per row of a batched ``get`` (``count``) or ``peek``."""
         tier_rows = TierRows(
             rows.pool_ids, rows.first, rows.keys, rows.fingerprints, rows.has_fingerprint
         )
-        hit, collision, slot = match_rows(self._state, tier_rows, active)
+        hit, collision, slot, _ = match_rows(self._state, tier_rows, None)
         if count:
-            self._counted(rows.pool_ids, active, hit, collision, slot)
+            self._counted(rows.pool_ids, None, hit, collision, slot)
         return hit, collision, slot
 
     def _counted(
         self,
         pool_ids: torch.Tensor,
-        active: torch.Tensor | None,
+        skipped: torch.Tensor | None,
         hit: torch.Tensor,
         collision: torch.Tensor,
         slot: torch.Tensor,
     ) -> None:
-        """A counted ``get``'s statistics (pending) and the policy's bookkeeping."""
-        self._pending_gets.append((pool_ids, active, hit, collision))
+        """A counted ``get``'s statistics (pending) and the policy's bookkeeping
+        (``skipped``: rows not queried, because an earlier tier hit them; None)."""
+        self._pending_gets.append((pool_ids, skipped, hit, collision))
         self._pend()
         self.on_hits(pool_ids, slot, hit)
 
     def get_many(self, rows: Rows, *, count: bool = True) -> Lookup:
         """Batched ``get`` (``count``) or ``peek`` (not ``count``)."""
-        hit, collision, slot = self._get(self._pool_rows(rows), None, count)
+        hit, collision, slot = self._get(self._pool_rows(rows), count)
         status = hit.long() + 2 * collision.long()
         return Lookup(status, torch.where(hit, slot, torch.full_like(slot, -1)))
 
@@ -335,7 +338,7 @@ class SlotIndex:
             assert isinstance(found, DeviceFound)
             prev = (found.tier, found.slot, found.collided, found.global_slot, found.hit)
         region = self.region
-        (tier, slot, collided, global_slot, hit), (active, tier_hit, collision, tier_slot) = (
+        (tier, slot, collided, global_slot, hit), (skipped, tier_hit, collision, tier_slot) = (
             self.kernels(lookup_tier)(
                 self._state,
                 _tier_rows(mapped, rows),
@@ -347,7 +350,7 @@ class SlotIndex:
                 region.zero,
             )
         )
-        self._counted(mapped.pool_ids, active, tier_hit, collision, tier_slot)
+        self._counted(mapped.pool_ids, skipped, tier_hit, collision, tier_slot)
         return DeviceFound(tier, slot, collided, global_slot, hit)
 
     def on_hits(self, pool_ids: torch.Tensor, slot: torch.Tensor, hit: torch.Tensor) -> None:
@@ -371,8 +374,7 @@ class SlotIndex:
             self.has_fingerprint,
             self.occupied,
             later,
-            pool_rows.first,
-            slot,
+            pool_rows.first + slot,
             pool_rows.keys,
             pool_rows.fingerprints,
             pool_rows.has_fingerprint,
@@ -608,6 +610,20 @@ def _row_numbers(like: torch.Tensor) -> torch.Tensor:
 @lru_cache(maxsize=64)
 def _arange(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n, device=device)
+
+
+def _constant(value: int, like: torch.Tensor) -> torch.Tensor | int:
+    """``value`` for ``torch.where``'s other branch: a cached 0-d tensor on ``like``'s
+    device when eager (a Python number there costs a ``scalar_tensor`` operation per call),
+    the number itself when compiling (inductor folds it)."""
+    if torch.compiler.is_compiling():
+        return value
+    return _scalar(value, like.device)
+
+
+@lru_cache(maxsize=64)
+def _scalar(value: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.int64, device=device)
 
 
 def _earlier_same(pool_ids: torch.Tensor) -> torch.Tensor:
@@ -904,11 +920,17 @@ def first_true(mask: torch.Tensor) -> torch.Tensor:
 def match_keys(
     keys_grid: torch.Tensor, occupied_grid: torch.Tensor, pool_ids: torch.Tensor, keys: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: is the key stored in its pool, and in which slot (0 when not)."""
+    """Per row: is the key stored in its pool, and in which slot (when it is not: some
+    slot in range, which every caller masks)."""
     stored = keys_grid.index_select(0, pool_ids)
     live = occupied_grid.index_select(0, pool_ids)
     match = (stored == keys.unsqueeze(1)) & live
-    return match.any(dim=1), first_true(match)
+    if torch.compiler.is_compiling():
+        return match.any(dim=1), first_true(match)
+    # A pool holds a key in at most one live slot, so a row has at most one True and the
+    # position of any maximum is its slot: one reduction instead of any, a cast and argmax.
+    found, slot = match.max(dim=1)
+    return found, slot
 
 
 class TierState(NamedTuple):
@@ -933,25 +955,25 @@ class TierRows(NamedTuple):
 
 
 def match_rows(
-    state: TierState, rows: TierRows, active: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Hit, collision and slot per (bound) row; rows not ``active`` neither hit nor
-    collide. A found key hits when its fingerprint verifies (or either side has none)."""
+    state: TierState, rows: TierRows, skip: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hit, collision, slot and flat slot (``first + slot``) per (bound) row; rows in
+    ``skip`` neither hit nor collide. A found key hits when its fingerprint verifies (or
+    either side has none)."""
     keys_grid, occupied_grid, fingerprints, has_fingerprint = state
     pool_ids, first, keys, row_fps, row_has = rows
     found, slot = match_keys(keys_grid, occupied_grid, pool_ids, keys)
+    if skip is not None:
+        found = found > skip  # on bools: found and not skip, in one operation
+    flat = first + slot
     if row_fps is None:
-        hit, collision = found, torch.zeros_like(found)
-    else:
-        flat = first + slot
-        stored_fp = fingerprints.index_select(0, flat)
-        verified = has_fingerprint.index_select(0, flat) & (stored_fp == row_fps)
-        if row_has is not None:
-            verified = verified | ~row_has
-        hit, collision = found & verified, found & ~verified
-    if active is not None:
-        hit, collision = hit & active, collision & active
-    return hit, collision, slot
+        return found, torch.zeros_like(found), slot, flat
+    stored_fp = fingerprints.index_select(0, flat)
+    verified = has_fingerprint.index_select(0, flat) & (stored_fp == row_fps)
+    if row_has is not None:
+        verified = verified | ~row_has
+    hit, collision = found & verified, found > verified
+    return hit, collision, slot, flat
 
 
 def lookup_tier(
@@ -970,36 +992,36 @@ def lookup_tier(
     """One tier of a manager lookup: the rows ``prev`` (tier, slot, collided, slab slot,
     hit of the earlier tiers; None before the first) has not hit are looked up here.
 
-    Returns the lookup so far, and this tier's own ``(active, hit, collision, slot)`` for
-    its statistics and policy."""
+    Returns the lookup so far, and this tier's own ``(skipped, hit, collision, slot)``
+    for its statistics and policy (``skipped``: the rows an earlier tier hit; None)."""
     first = rows.first
     bound = TierRows(rows.pool_ids, first, *bind_rows(*rows[2:], key_tag, fp_tag))
-    active = None if prev is None else ~prev[4]
-    hit, collision, slot = match_rows(state, bound, active)
-    flat = base + first + slot
+    skip = None if prev is None else prev[4]
+    hit, collision, slot, flat = match_rows(state, bound, skip)
+    if base:  # static: the region's first slab slot (an add of 0 is still an operation)
+        flat = flat + base
+    # Comparisons on bools stand for "and not" (a > b is a & ~b): one operation, not two.
     if prev is None:
-        miss = torch.full_like(slot, -1)
-        empty = torch.full_like(slot, zero)
         found = (
-            hit.long() * code,
-            torch.where(hit, slot, miss),
+            hit * code,
+            torch.where(hit, slot, _constant(-1, slot)),
             collision,
-            torch.where(hit, flat, empty),
+            torch.where(hit, flat, _constant(zero, flat)),
             hit,
         )
     else:
         tier, prev_slot, collided, global_slot, prev_hit = prev
         # A collision counts only for a row that no tier hit: this tier's hits clear the
-        # earlier tiers' collisions (an earlier tier's hit never collided; the first
-        # tier's collisions and hits are disjoint).
+        # earlier tiers' collisions (an earlier tier's hit never collided; a tier's
+        # collisions and hits are disjoint).
         found = (
-            tier + hit.long() * code,
+            torch.add(tier, hit, alpha=code),
             torch.where(hit, slot, prev_slot),
-            (collided | collision) & ~hit,
+            (collided > hit) | collision,
             torch.where(hit, flat, global_slot),
             prev_hit | hit,
         )
-    return found, (active, hit, collision, slot)
+    return found, (skip, hit, collision, slot)
 
 
 def write_keys(
@@ -1008,8 +1030,7 @@ def write_keys(
     has_fingerprint: torch.Tensor,
     occupied: torch.Tensor,
     later: torch.Tensor,
-    first: torch.Tensor,
-    slot: torch.Tensor,
+    flat: torch.Tensor,
     row_keys: torch.Tensor,
     row_fps: torch.Tensor | None,
     row_has: torch.Tensor | None,
@@ -1017,14 +1038,14 @@ def write_keys(
     slab_trash: torch.Tensor,
     base: int,
 ) -> torch.Tensor:
-    """A put's index writes (key, fingerprint, occupied per row's slot); returns each
-    row's slab write target.
+    """A put's index writes (key, fingerprint, occupied per row's flat slot ``flat``);
+    returns each row's slab write target.
 
     A row that a later row of the batch (``later``: same pool, after) overwrites writes
     to the trash element instead, so every scatter has distinct real targets
     (deterministic on CUDA). The trash element lies outside every pool, never read."""
-    flat = first + slot
-    superseded = (later & (slot.unsqueeze(0) == slot.unsqueeze(1))).any(dim=1)
+    # [i, j]: row j has row i's slot ([B] against [B, 1] broadcasts, no second view).
+    superseded = (later & (flat == flat.unsqueeze(1))).any(dim=1)
     write = torch.where(superseded, trash, flat)
     keys.index_copy_(0, write, row_keys)
     if row_fps is None:
@@ -1037,7 +1058,7 @@ def write_keys(
         fingerprints.index_copy_(0, write, row_fps * row_has)
         has_fingerprint.index_copy_(0, write, row_has)
     occupied.index_fill_(0, write, True)
-    return torch.where(superseded, slab_trash, flat + base)
+    return torch.where(superseded, slab_trash, flat + base if base else flat)
 
 
 def fifo_put(
@@ -1071,7 +1092,7 @@ def fifo_put(
     row_keys, row_fps, row_has = bind_rows(*rows[2:], key_tag, fp_tag)
     present, first_slot = match_keys(keys_grid, occupied_grid, pool_ids, row_keys)
     ptr = next_slot.index_select(0, pool_ids)
-    same_key_before = before & (row_keys.unsqueeze(1) == row_keys.unsqueeze(0))
+    same_key_before = before & (row_keys.unsqueeze(1) == row_keys)  # [i, j]: key j is key i
     resolve = fifo_fold if fold else fifo_plain
     batch = FifoBatch(
         keys,
@@ -1086,15 +1107,14 @@ def fifo_put(
         ptr,
         same_key_before,
     )
-    slot, evicted, evicted_mask, new = resolve(batch, capacity, early_stop)
+    slot, evicted, evicted_mask, new, flat = resolve(batch, capacity, early_stop)
     targets = write_keys(
         keys,
         fingerprints,
         has_fingerprint,
         occupied,
         later,
-        first,
-        slot,
+        flat,
         row_keys,
         row_fps,
         row_has,
@@ -1127,32 +1147,34 @@ class FifoBatch(NamedTuple):
 
 def fifo_plain(
     batch: FifoBatch, capacity: int, early_stop: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fold when no insertion of the batch can evict a key a later row looks for: a
     row is new iff its key is absent and not repeated earlier in the batch; new rows take
     consecutive slots from the pointer; a repeat takes its first occurrence's slot; a new
-    row evicts its slot's occupant."""
+    row evicts its slot's occupant. Returns slot, evicted key, evicted mask, insert flag
+    and flat slot per row."""
     keys, occupied, next_slot, pool_ids, first, _, before, present, first_slot, ptr, same = batch
     same_key_before = same
     repeat = same_key_before.any(dim=1)
     new = ~(present | repeat)
-    count = (before & new.unsqueeze(0)).sum(dim=1)  # new rows before, same pool
+    count = (before & new).sum(dim=1)  # new rows before, same pool ([B] acts as [1, B])
     new_slot = (ptr + count) % capacity
     earliest = first_true(same_key_before)
     source = torch.where(repeat, earliest, _row_numbers(earliest))
     slot = torch.where(present, first_slot, new_slot.index_select(0, source))
     flat = first + slot
     evicted_mask = new & occupied.index_select(0, flat)
-    evicted = torch.where(evicted_mask, keys.index_select(0, flat), 0)
+    evicted = torch.where(evicted_mask, keys.index_select(0, flat), _constant(0, flat))
     next_slot.index_add_(0, pool_ids, new.long()).remainder_(capacity)
-    return slot, evicted, evicted_mask, new
+    return slot, evicted, evicted_mask, new, flat
 
 
 def fifo_fold(
     batch: FifoBatch, capacity: int, early_stop: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fold in general: the fixed point of the module docstring, ``B`` rounds (or
-    fewer with ``early_stop``: a host read that stops at the fixed point, CPU only)."""
+    fewer with ``early_stop``: a host read that stops at the fixed point, CPU only); returns
+    what ``fifo_plain`` returns."""
     keys, occupied, next_slot, pool_ids, first, row_keys, before, present, first_slot, ptr, same = (
         batch
     )
@@ -1198,4 +1220,4 @@ def fifo_fold(
     evicted = torch.where(evicted_mask, evicted, torch.zeros_like(evicted))
     advance = torch.zeros_like(next_slot).index_add_(0, pool_ids, new.long())
     next_slot.add_(advance).remainder_(cap)
-    return slot, evicted, evicted_mask, new
+    return slot, evicted, evicted_mask, new, flat
