@@ -6,6 +6,7 @@ cuda`` error that says how to get a CUDA torch."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import types
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_every_phase_has_a_bar_with_units(capsys: pytest.CaptureFixture[str]) ->
     expected = [
         "cartpole: checking every output bit for bit, 1 steps",
         "cartpole: timing legacy and zerokv, 1 repeats x 1 steps each (+1 counted step each)",
+        "cartpole: counting the device path's ops",
         "cartpole sweep B=2 (point 1 of 2): timing legacy and zerokv, 1 repeats x 1 steps each",
         "cartpole sweep B=4 (point 2 of 2): timing legacy and zerokv, 1 repeats x 1 steps each",
         "cartpole sweep cl=8 (point 1 of 1): timing legacy and zerokv, 1 repeats x 1 steps each",
@@ -83,7 +85,7 @@ def test_every_phase_has_a_bar_with_units(capsys: pytest.CaptureFixture[str]) ->
     totals = [re.search(r"\] (\d+)/(\d+) (collect steps), \d+ s$", bar) for _, bar in seen]
     assert all(t is not None for t in totals), [bar for _, bar in seen]
     done_total = [(int(t.group(1)), int(t.group(2))) for t in totals if t is not None]
-    assert done_total == [(1, 1), (4, 4), (2, 2), (2, 2), (2, 2), (6, 6)]
+    assert done_total == [(1, 1), (4, 4), (3, 3), (2, 2), (2, 2), (2, 2), (6, 6)]
 
 
 def test_no_progress_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,6 +156,21 @@ def test_output_options_default_under_the_ignored_folder(
     monkeypatch.chdir(tmp_path)
     assert main([*TINY, "--no-progress", "--no-stages", "--json"]) == 0
     assert (tmp_path / DEFAULT_JSON).is_file()
+
+
+def test_json_reports_the_device_path_ops(tmp_path: Path) -> None:
+    """Ops per step for legacy, zerokv as run and zerokv's device path (the ops CUDA
+    launches), and how many of them are views."""
+    out = tmp_path / "bench.json"
+    assert main([*TINY, "--no-progress", "--no-stages", "--json", str(out)]) == 0
+    config = json.loads(out.read_text())["configs"]["cartpole"]
+    ops, views = config["ops_per_sim_step"], config["views_per_sim_step"]
+    assert set(ops) == set(views) == {"legacy", "zerokv", "zerokv_device_path"}
+    assert set(config["ops_per_root_step"]) == set(ops)
+    device = ops["zerokv_device_path"]
+    # The CPU's host index reads keys on the host; the device path launches ops instead.
+    assert ops["zerokv"] < device < ops["legacy"]
+    assert 0 < views["zerokv_device_path"] < device
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

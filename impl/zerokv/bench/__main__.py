@@ -26,6 +26,7 @@ from typing import TextIO
 
 import torch
 
+from zerokv import checks
 from zerokv.bench.compiled import (
     CompiledComparison,
     compare_compiled,
@@ -58,7 +59,7 @@ from zerokv.bench.workload import (
     preset,
     replay,
 )
-from zerokv.bench.zerokv_backend import StageBreakdown, stage_breakdown
+from zerokv.bench.zerokv_backend import StageBreakdown, ZeroKVBackend, stage_breakdown
 
 _log = logging.getLogger("zerokv.bench")
 
@@ -138,7 +139,9 @@ class Mode:
 
     `backend` is the candidate backend's name (its column in the tables), `describe` the
     legend's line for it; `candidate()` returns its backend factory, or None when it cannot
-    be loaded; `stages` says whether zerokv's stage breakdown applies.
+    be loaded; `stages` says whether zerokv's stage breakdown applies; `device_path()`, if
+    given, returns a factory of the candidate on its device index, whose ops are counted
+    with the CPU shortcuts off (`Comparison.device_path`).
     """
 
     name: str
@@ -146,6 +149,7 @@ class Mode:
     describe: str
     candidate: Callable[[], BackendFactory | None]
     stages: bool = True
+    device_path: Callable[[], BackendFactory | None] | None = None
 
 
 def _legacy(name: str) -> BackendFactory:
@@ -166,12 +170,20 @@ def _zerokv() -> BackendFactory | None:
     return factory
 
 
+def _zerokv_device_path() -> BackendFactory | None:
+    def make(cfg: WorkloadConfig, device: torch.device, dtype: torch.dtype) -> CacheBackend:
+        return ZeroKVBackend(cfg, device, dtype, index="device")
+
+    return make
+
+
 MODES: dict[str, Mode] = {
     "zerokv": Mode(
         "zerokv",
         "zerokv",
         "zerokv.CacheManager through its batched API (zerokv/bench/zerokv_backend.py)",
         _zerokv,
+        device_path=_zerokv_device_path,
     ),
     "baseline-only": Mode(
         "baseline-only",
@@ -462,12 +474,35 @@ def _interleaved(
     return runs
 
 
+#: Collect steps of the untimed replay that counts the device path's ops.
+_DEVICE_PATH_STEPS = 2
+
+
+def _device_path_counts(
+    cfg: WorkloadConfig, plan: _Plan, factory: BackendFactory, progress: _Progress, label: str
+) -> ReplayResult:
+    """The device path's op counts: a short replay, instrumented, CPU shortcuts off."""
+    with checks.shortcuts(False):
+        result = replay(
+            factory(cfg, plan.device, plan.dtype),
+            cfg,
+            device=plan.device,
+            dtype=plan.dtype,
+            steps=_DEVICE_PATH_STEPS,
+            instrument=True,
+            progress=progress.start(f"{label}: counting the device path's ops"),
+        )
+    _release(plan.device)
+    return result
+
+
 def _compare(
     cfg: WorkloadConfig,
     plan: _Plan,
     candidate: BackendFactory,
     progress: _Progress,
     label: str,
+    device_path: BackendFactory | None = None,
 ) -> Comparison:
     legacy = _legacy("legacy")
     steps = cfg.steps if plan.steps is None else plan.steps
@@ -488,7 +523,12 @@ def _compare(
     legacy_runs, candidate_runs = _interleaved(
         cfg, steps, plan, legacy, candidate, progress, label=label
     )
-    return Comparison(cfg, merge_results(legacy_runs), merge_results(candidate_runs), checked)
+    counted = None
+    if device_path is not None:
+        counted = _device_path_counts(cfg, plan, device_path, progress, label)
+    return Comparison(
+        cfg, merge_results(legacy_runs), merge_results(candidate_runs), checked, counted
+    )
 
 
 def _sweep(
@@ -580,6 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     mode = MODES[_mode_name(args)]
     candidate = mode.candidate()
+    device_path = None if mode.device_path is None else mode.device_path()
     if candidate is None:
         _error(
             f"{_CANDIDATE_MODULE} is not available yet; "
@@ -608,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for n, cfg in enumerate(configs, 1):
             label = cfg.name if len(configs) == 1 else f"{cfg.name} (preset {n} of {len(configs)})"
-            comparisons.append(_compare(cfg, plan, candidate, progress, label))
+            comparisons.append(_compare(cfg, plan, candidate, progress, label, device_path))
             section(format_comparison(comparisons[-1]))
         if len(comparisons) > 1:
             section(format_summary(comparisons))

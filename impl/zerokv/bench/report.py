@@ -58,13 +58,16 @@ class Comparison:
     """One config measured on the legacy baseline and on the candidate backend.
 
     `checked_steps` is how many collect steps the candidate's outputs were compared
-    bit-exactly against the legacy backend's (0: not checked).
+    bit-exactly against the legacy backend's (0: not checked). `device_path`: the
+    candidate's op counts on its device index with the CPU shortcuts off (the ops CUDA
+    launches), from a short untimed replay; None when not measured.
     """
 
     config: WorkloadConfig
     legacy: ReplayResult
     candidate: ReplayResult
     checked_steps: int
+    device_path: ReplayResult | None = None
 
     @property
     def speedup(self) -> float:
@@ -74,7 +77,7 @@ class Comparison:
         return self.legacy.sim_step_ms / self.candidate.sim_step_ms
 
     def to_json(self) -> dict[str, object]:
-        c = self.config
+        c, dp = self.config, self.device_path
         return {
             "speedup_vs_legacy": self.speedup,
             "legacy_median_ms": self.legacy.sim_step_ms,
@@ -91,10 +94,17 @@ class Comparison:
             "ops_per_sim_step": {
                 "legacy": self.legacy.ops_per_sim_step,
                 "zerokv": self.candidate.ops_per_sim_step,
+                "zerokv_device_path": dp.ops_per_sim_step if dp is not None else None,
             },
             "ops_per_root_step": {
                 "legacy": self.legacy.ops_per_root_step,
                 "zerokv": self.candidate.ops_per_root_step,
+                "zerokv_device_path": dp.ops_per_root_step if dp is not None else None,
+            },
+            "views_per_sim_step": {
+                "legacy": self.legacy.views_per_sim_step,
+                "zerokv": self.candidate.views_per_sim_step,
+                "zerokv_device_path": dp.views_per_sim_step if dp is not None else None,
             },
             "legacy_syncs_per_sim_step": self.legacy.syncs_per_sim_step,
             "zerokv_syncs_per_sim_step": self.candidate.syncs_per_sim_step,
@@ -283,14 +293,40 @@ def comparison_notes(cmp: Comparison) -> list[str]:
                 + (
                     f". On the CPU {cd.backend} uses its host index, which reads keys with "
                     "tolist() instead of launching ops; its device index, the path CUDA "
-                    "takes, dispatches a fixed count per simulation step whatever B and the "
-                    "pool sizes (tests/test_op_budget.py)."
+                    'takes ("device path" rows: a short untimed replay with the CPU '
+                    "shortcuts off), dispatches a fixed count per simulation step whatever B "
+                    "and the pool sizes (tests/test_op_budget.py); in brackets, how many of "
+                    "the ops are views, which launch no kernel."
                     if cpu
                     else "."
                 ),
             )
         )
     return notes
+
+
+def _device_path_rows(lg: ReplayResult, dp: ReplayResult | None) -> list[list[str]]:
+    """The op rows of the candidate's device path (``Comparison.device_path``)."""
+    if dp is None or dp.ops_per_sim_step is None:
+        return []
+
+    def with_views(ops: float | None, views: float | None) -> str:
+        return _num(ops, 1) + ("" if views is None else f" ({_num(views, 1)})")
+
+    return [
+        [
+            "torch ops / sim step, device path [c]",
+            with_views(lg.ops_per_sim_step, lg.views_per_sim_step),
+            with_views(dp.ops_per_sim_step, dp.views_per_sim_step),
+            versus(lg.ops_per_sim_step, dp.ops_per_sim_step, "fewer", "more"),
+        ],
+        [
+            "torch ops / root step, device path [c]",
+            _num(lg.ops_per_root_step, 1),
+            _num(dp.ops_per_root_step, 1),
+            versus(lg.ops_per_root_step, dp.ops_per_root_step, "fewer", "more"),
+        ],
+    ]
 
 
 def format_comparison(cmp: Comparison) -> str:
@@ -356,6 +392,7 @@ def format_comparison(cmp: Comparison) -> str:
             _num(cd.ops_per_root_step, 1),
             versus(lg.ops_per_root_step, cd.ops_per_root_step, "fewer", "more"),
         ],
+        *_device_path_rows(lg, cmp.device_path),
         [
             "bytes allocated / sim step",
             format_bytes(lg.alloc_bytes_per_sim_step),

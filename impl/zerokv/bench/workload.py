@@ -531,6 +531,8 @@ class ReplayResult:
     #: torch ops dispatched per step in the instrumented step (each a kernel launch on CUDA).
     ops_per_sim_step: float | None = None
     ops_per_root_step: float | None = None
+    #: Of ``ops_per_sim_step``, the views (no kernel launched on CUDA).
+    views_per_sim_step: float | None = None
 
     @property
     def bytes_per_stored_entry(self) -> float | None:
@@ -784,9 +786,10 @@ def replay(
         return sum(values) / calls if calls else None
 
     syncs_sim = syncs_root = alloc_sim = alloc_root = allocs_sim = None
-    ops_sim = ops_root = None
+    ops_sim = ops_root = views_sim = None
     if counts is not None:
         ops_sim = per_call([c.ops for c in counts.sims], len(counts.sims))
+        views_sim = per_call([c.views for c in counts.sims], len(counts.sims))
         ops_root = float(counts.root.ops)
         # On CPU no op can reveal a host read; on CUDA the dispatch mode already saw it.
         add_reads = not is_cuda
@@ -828,6 +831,7 @@ def replay(
         ),
         ops_per_sim_step=ops_sim,
         ops_per_root_step=ops_root,
+        views_per_sim_step=views_sim,
     )
     _log.info(
         "%s/%s: %.4f ms per sim step (repeats %s)",

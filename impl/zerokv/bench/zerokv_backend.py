@@ -37,6 +37,7 @@ class ZeroKVBackend:
         dtype: torch.dtype,
         *,
         compile: bool = False,
+        index: str = "auto",
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
@@ -54,6 +55,7 @@ class ZeroKVBackend:
                 device=str(self.device),
                 dtype=dtype,
                 compile=compile,
+                index=index,
             )
         )
         self._correction: tuple[torch.Tensor, Correction] | None = None
