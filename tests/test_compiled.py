@@ -27,10 +27,11 @@ from zerokv.bench.workload import ReplayMismatch, WorkloadConfig, preset, replay
 from zerokv.bench.zerokv_backend import ZeroKVBackend
 from zerokv.index import Region, make_index
 from zerokv.index import device as device_index
-from zerokv.index.device import fifo_put, lookup_tier
+from zerokv.index.device import lookup_tiers
 from zerokv.kernels import compiled_kernels
 from zerokv.keys import zkv64_mix
-from zerokv.slab import gather_rows, store_window
+from zerokv.pool import put_and_store
+from zerokv.slab import gather_rows
 from zerokv_spec.pool import Policy
 
 pytestmark = pytest.mark.compiled
@@ -88,7 +89,7 @@ def test_compiled_manager_equals_eager_over_a_replay() -> None:
     # Every kernel of the hot path ran compiled (fullgraph: a graph break would have raised).
     kernels = compiled.manager.kernels
     assert kernels is compiled_kernels(CPU) and kernels.compiled
-    assert {zkv64_mix, lookup_tier, gather_rows, fifo_put, store_window} <= set(kernels._done)
+    assert {zkv64_mix, lookup_tiers, gather_rows, put_and_store} <= set(kernels._done)
     assert eager.manager.kernels.compiled is False
 
 
@@ -124,9 +125,9 @@ def test_a_cuda_sim_step_makes_at_most_15_launches() -> None:
 
 def test_a_sim_step_launches_at_most_15_kernels_at_the_atari_shape() -> None:
     launches = sim_step_launches(preset("atari"))
-    # One compiled graph per phase call: keys twice, one per tier, the gather, the put and
-    # the store's window rule with its scatter.
-    assert launches.graphs == 7
+    # One compiled graph per public call: keys twice, the lookup (both tiers), the gather,
+    # the store (the put, the window rule and the scatter).
+    assert launches.graphs == 5
     assert launches.generated >= launches.graphs
     assert launches.total <= 15, launches
 

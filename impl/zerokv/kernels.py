@@ -9,10 +9,11 @@ it computes:
 kernel                                      phase of a simulation step
 ==========================================  =============================================
 ``zerokv.keys.zkv64_mix``                   ``keys_of``: hash the latents' words
-``zerokv.index.device.lookup_tier``         ``lookup_many``: one tier (two per lookup)
+``zerokv.index.device.lookup_tiers``        ``lookup_many``: every tier, in turn
 ``zerokv.slab.gather_rows``                 ``gather_reserve`` / ``gather_append``
 ``zerokv.index.device.fifo_put``            store: FIFO slots, evictions, index writes
 ``zerokv.slab.store_window``                store: window rule and the slab scatter
+``zerokv.pool.put_and_store``               store into a FIFO device index: both above
 ==========================================  =============================================
 
 The components around them (``CacheManager``, ``SlotIndex``, ``Slab``) keep everything that

@@ -26,9 +26,10 @@ import torch
 from zerokv import checks
 from zerokv.entry import Batch, Correction, Entries
 from zerokv.errors import ContractViolation, ShapeError
-from zerokv.index import IndexBackend, Lookup, PutResult, Region, make_index
+from zerokv.index import IndexBackend, Lookup, Placement, PutResult, Region, make_index
+from zerokv.index.device import FifoCall, FIFOIndex, FifoResult, fifo_put
 from zerokv.rows import Rows, check_env_range, check_keys, env_id_list, env_tensor
-from zerokv.slab import Slab
+from zerokv.slab import Slab, WindowCall, store_window
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
 
@@ -180,10 +181,24 @@ class SlotPool:
         return placement.result
 
     def store_batch(self, rows: Rows, batch: Batch, correction: Correction) -> PutResult:
-        """Row ``b`` of a checked ``batch`` (split, window rule) under checked ``rows``."""
+        """Row ``b`` of a checked ``batch`` (split, window rule) under checked ``rows``.
+
+        A FIFO device index with a slab store that is one kernel: the put and the store
+        in one kernel too (``put_and_store``)."""
         plan = self.slab.plan_store(batch, correction)  # may refuse lengths: before the put
-        placement = self.index.put(rows)
-        self.slab.store(placement, batch, correction, plan)
+        index = self.index
+        window = None
+        if plan is None and isinstance(index, FIFOIndex) and rows.count:
+            index.check_priorities(rows)
+            window = self.slab.window_call(batch, correction)  # checks: before the put
+        placement: Placement
+        if window is not None:
+            assert isinstance(index, FIFOIndex)
+            call = index.put_call(rows)
+            placement = index.put_done(rows, call, index.kernels(put_and_store)(call, window))
+        else:
+            placement = index.put(rows)
+            self.slab.store(placement, batch, correction, plan)
         if checks.ENABLED:
             self.check()
         return placement.result
@@ -251,3 +266,12 @@ class SlotPool:
         lengths = self.slab.lengths[lo:hi]
         if bool(((lengths < 0) | (lengths > self.context_length)).any()):
             raise ContractViolation("a stored length lies outside [0, cl]")
+
+
+def put_and_store(put: FifoCall, window: WindowCall) -> FifoResult:
+    """The kernel of a batch store into a FIFO device index: ``fifo_put`` (the slots and
+    the index writes), then ``store_window`` (the window rule and the slab scatter) to the
+    slots the put chose. One kernel, so one compiled graph for the whole store."""
+    result = fifo_put(*put)
+    store_window(window, result[4])
+    return result

@@ -23,6 +23,7 @@ slice of the slab, written once and never staged.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -55,7 +56,7 @@ from zerokv.kernels import EAGER, Kernels
 from zerokv_spec.entry import overflow_drop
 from zerokv_spec.validate import positive_int
 
-__all__ = ["KV_DTYPES", "Slab", "storage_device", "storage_dtype"]
+__all__ = ["KV_DTYPES", "Slab", "WindowCall", "storage_device", "storage_dtype"]
 
 #: The K/V dtypes a slab holds (the float types zkv64 and the bit masks cover).
 KV_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -277,23 +278,11 @@ class Slab:
         placement; ``plan`` is ``plan_store``'s answer for the same batch."""
         targets = placement.result.write
         if plan is None:
-            if batch.width == 0 or self._views_slab(batch.kv):
+            call = self.window_call(batch, correction)
+            if call is None:
                 self.write(targets, store_rows(batch, self.context_length, correction))
-                return
-            # One kernel: the rows' layout under the window rule, then the scatter.
-            check_lengths(batch)  # store_rows's checks (free for a verified batch)
-            correction.check(batch.kv, self.context_length)
-            table = row_tables(self.context_length, self.dtype, self.device)
-            self.kernels(store_window)(
-                self.kv,
-                self.lengths,
-                targets,
-                batch.kv,
-                batch.lengths,
-                correction.padded,
-                table,
-                self.context_length,
-            )
+            else:  # one kernel: the rows' layout under the window rule, then the scatter
+                self.kernels(store_window)(call, targets)
             return
         host = placement.host_write
         if host is None:
@@ -309,6 +298,25 @@ class Slab:
             self.write(
                 targets, Entries(write_rows(batch, plan, correction, None, lengths), lengths, True)
             )
+
+    def window_call(self, batch: Batch, correction: Correction) -> WindowCall | None:
+        """The ``store_window`` arguments of a store of ``batch`` but its targets (checked
+        here: lengths and correction), or None where the kernel does not apply (an empty
+        batch, or one that views the slab: ``store_rows`` then ``write``)."""
+        if batch.width == 0 or self._views_slab(batch.kv):
+            return None
+        check_lengths(batch)  # store_rows's checks (free for a verified batch)
+        correction.check(batch.kv, self.context_length)
+        table = row_tables(self.context_length, self.dtype, self.device)
+        return WindowCall(
+            self.kv,
+            self.lengths,
+            batch.kv,
+            batch.lengths,
+            correction.padded,
+            table,
+            self.context_length,
+        )
 
     def _views_slab(self, kv: torch.Tensor) -> bool:
         """Whether ``kv`` shares the slab's memory."""
@@ -377,20 +385,25 @@ def write_rows_at(
     stored_lengths.index_copy_(0, slots, lengths)
 
 
-def store_window(
-    store: torch.Tensor,
-    stored_lengths: torch.Tensor,
-    slots: torch.Tensor,
-    kv: torch.Tensor,
-    lengths: torch.Tensor,
-    padded: torch.Tensor,
-    table: RowTables,
-    context_length: int,
-) -> None:
+class WindowCall(NamedTuple):
+    """A batch store's slab work but its targets (``Slab.window_call``): the slab's K/V
+    and lengths, the batch (width >= 1, not a view of the slab), the correction placed at
+    its columns, the per-length tables and the context length."""
+
+    store: torch.Tensor
+    stored_lengths: torch.Tensor
+    kv: torch.Tensor
+    lengths: torch.Tensor
+    padded: torch.Tensor
+    table: RowTables
+    context_length: int
+
+
+def store_window(call: WindowCall, slots: torch.Tensor) -> None:
     """A batch store's slab work: ``zerokv.entry.shift_rows`` (split and window rule) of
-    a batch (width >= 1, not a view of ``store``), written to ``slots``."""
-    rows, out_len = shift_rows(kv, lengths, padded, table, context_length)
-    write_rows_at(store, stored_lengths, slots, rows, out_len)
+    the batch, written to ``slots``."""
+    rows, out_len = shift_rows(call.kv, call.lengths, call.padded, call.table, call.context_length)
+    write_rows_at(call.store, call.stored_lengths, slots, rows, out_len)
 
 
 def _viewable(kv: torch.Tensor, wide: torch.dtype) -> bool:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from zerokv.errors import ConfigError
@@ -26,9 +28,10 @@ from zerokv.index.base import (
     Region,
     TierLookup,
 )
-from zerokv.index.device import FIFOIndex, LRUIndex, PriorityIndex, SlotIndex
+from zerokv.index.device import FIFOIndex, LRUIndex, PriorityIndex, SlotIndex, lookup_all
 from zerokv.index.host import HostFIFOIndex, HostIndex, HostLRUIndex, HostPriorityIndex
 from zerokv.kernels import EAGER, Kernels
+from zerokv.rows import Rows
 from zerokv_spec.pool import Policy
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "Region",
     "SlotIndex",
     "TierLookup",
+    "lookup_tiers",
     "make_index",
 ]
 
@@ -99,3 +103,17 @@ def make_index(
     if backend == "host":
         return BACKENDS[backend][policy](region, dev)
     return DEVICE_INDEXES[policy](region, dev, kernels)
+
+
+def lookup_tiers(indexes: Sequence[IndexBackend], rows: Rows) -> Found:
+    """A manager lookup of ``rows``: each tier's index in turn, the rows an earlier tier
+    hit skipped (the fold of the spec's ``lookup``). Device indexes run all tiers in one
+    kernel (``zerokv.index.device.lookup_all``: one compiled graph, not one per tier)."""
+    device = [index for index in indexes if isinstance(index, SlotIndex)]
+    if len(device) == len(indexes):
+        return lookup_all(device, rows)
+    found: Found | None = None
+    for index in indexes:
+        found = index.lookup(rows, found)
+    assert found is not None, "a lookup visits at least one tier"
+    return found

@@ -13,7 +13,10 @@ fold semantics; the differential tests run both against the spec):
   dict answers a lookup faster than a handful of tensor operations).
 
 ``make_index`` chooses one, once, when a pool is built; nothing above the pools
-(``SlotPool``, ``CacheManager``) knows which one it got.
+(``SlotPool``, ``CacheManager``) depends on which one it got. Two places look, to run
+more work in one kernel where the device index allows it: ``zerokv.index.lookup_tiers``
+(all tiers of a lookup in one kernel) and ``SlotPool.store_batch`` (a FIFO put and its
+slab store in one kernel); both fall back to the protocol's operations.
 
 Rows are mapped onto pools by the region: a row's pool is its env id, or pool 0 for a
 ``shared`` region (the recurrent tier); a region with ``bound_envs`` binds each key and

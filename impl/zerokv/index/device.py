@@ -50,6 +50,7 @@ Host-level queries (``size``, ``slot_of``, ``key_at``, ``eviction_order``, ``sta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -83,7 +84,15 @@ from zerokv_spec.keys import check_key, scoped_key
 from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
 
-__all__ = ["DeviceFound", "FIFOIndex", "LRUIndex", "PriorityIndex", "SlotIndex"]
+__all__ = [
+    "DeviceFound",
+    "FIFOIndex",
+    "FifoCall",
+    "LRUIndex",
+    "PriorityIndex",
+    "SlotIndex",
+    "lookup_all",
+]
 
 _QUERIES, _HITS, _MISSES, _COLLISIONS, _INSERTS, _UPDATES, _EVICTIONS, _REMOVALS = range(8)
 _NEG = -(1 << 62)  # "never inserted": below any insertion number, no overflow when shifted
@@ -331,27 +340,30 @@ class SlotIndex:
 
     def lookup(self, rows: Rows, found: Found | None) -> DeviceFound:
         """A tier of a manager lookup: counts and fills the rows ``found`` has not hit
-        (one ``lookup_tier`` kernel)."""
-        mapped = self._row_map(rows.env_ids)
+        (one ``lookup_tier`` kernel; ``lookup_all`` looks up all tiers in one)."""
+        mapped, call = self.tier_call(rows)
         prev = None
         if found is not None:
             assert isinstance(found, DeviceFound)
             prev = (found.tier, found.slot, found.collided, found.global_slot, found.hit)
+        result, out = self.kernels(lookup_tier)(call, prev)
+        self._counted(mapped.pool_ids, *out)
+        return DeviceFound(*result)
+
+    def tier_call(self, rows: Rows) -> tuple[_RowMap, TierCall]:
+        """This index's part of a lookup of ``rows``, and the row map it used."""
+        mapped = self._row_map(rows.env_ids)
         region = self.region
-        (tier, slot, collided, global_slot, hit), (skipped, tier_hit, collision, tier_slot) = (
-            self.kernels(lookup_tier)(
-                self._state,
-                _tier_rows(mapped, rows),
-                mapped.key_tag,
-                mapped.fingerprint_tag,
-                prev,
-                region.base,
-                int(region.tier),
-                region.zero,
-            )
+        call = TierCall(
+            self._state,
+            _tier_rows(mapped, rows),
+            mapped.key_tag,
+            mapped.fingerprint_tag,
+            region.base,
+            int(region.tier),
+            region.zero,
         )
-        self._counted(mapped.pool_ids, skipped, tier_hit, collision, tier_slot)
-        return DeviceFound(tier, slot, collided, global_slot, hit)
+        return mapped, call
 
     def on_hits(self, pool_ids: torch.Tensor, slot: torch.Tensor, hit: torch.Tensor) -> None:
         """Policy bookkeeping for the hits of one batched ``get``."""
@@ -641,6 +653,18 @@ def _row_priority(rows: Rows, i: int) -> tuple[torch.Tensor, torch.Tensor | None
     return rows.priorities[i : i + 1], has
 
 
+def lookup_all(indexes: Sequence[SlotIndex], rows: Rows) -> DeviceFound:
+    """A manager lookup of ``rows`` in ``indexes`` (its tiers, in order, sharing one
+    ``Kernels``): one ``lookup_tiers`` kernel, then each index counts its own part."""
+    kernels = indexes[0].kernels
+    assert all(index.kernels is kernels for index in indexes), "one executor per manager"
+    calls = [index.tier_call(rows) for index in indexes]
+    result, outs = kernels(lookup_tiers)(tuple(call for _, call in calls))
+    for index, (mapped, _), out in zip(indexes, calls, outs, strict=True):
+        index._counted(mapped.pool_ids, *out)
+    return DeviceFound(*result)
+
+
 def _tier_rows(mapped: _RowMap, rows: Rows) -> TierRows:
     """``rows`` in this index (its row map): pools, first slots, keys, fingerprints."""
     return TierRows(
@@ -672,10 +696,14 @@ class FIFOIndex(SlotIndex):
             empty = torch.zeros(0, dtype=torch.int64, device=self.device)
             resolved = (empty, empty, empty.bool(), empty.bool())
             return self._placed(rows, (), empty, resolved, empty)
+        call = self.put_call(rows)
+        return self.put_done(rows, call, self.kernels(fifo_put)(*call))
+
+    def put_call(self, rows: Rows) -> FifoCall:
+        """The ``fifo_put`` arguments of a put of (checked, non-empty) ``rows``."""
         mapped = self._row_map(rows.env_ids)
-        pools = self._pools_of(rows)
-        before, later = self._pairs(pools)
-        slot, evicted, evicted_mask, inserted, targets = self.kernels(fifo_put)(
+        before, later = self._pairs(self._pools_of(rows))
+        return FifoCall(
             self.keys,
             self.fingerprints,
             self.has_fingerprint,
@@ -695,8 +723,12 @@ class FIFOIndex(SlotIndex):
             not self._cannot_interplay(rows),
             self.kernels.shortcuts(self.device),
         )
+
+    def put_done(self, rows: Rows, call: FifoCall, result: FifoResult) -> Placement:
+        """After the ``fifo_put`` kernel of ``call`` (``put_call(rows)``) gave ``result``."""
+        slot, evicted, evicted_mask, inserted, targets = result
         resolved = (slot, evicted, evicted_mask, inserted)
-        return self._placed(rows, pools, mapped.pool_ids, resolved, targets)
+        return self._placed(rows, self._pools_of(rows), call.rows.pool_ids, resolved, targets)
 
     def _cannot_interplay(self, rows: Rows) -> bool:
         """Whether no insertion of this batch can evict a key a later row looks for (host
@@ -976,24 +1008,46 @@ def match_rows(
     return hit, collision, slot, flat
 
 
-def lookup_tier(
-    state: TierState,
-    rows: TierRows,
-    key_tag: torch.Tensor | None,
-    fp_tag: torch.Tensor | None,
-    prev: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
-    base: int,
-    code: int,
-    zero: int,
-) -> tuple[
-    tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor],
-]:
-    """One tier of a manager lookup: the rows ``prev`` (tier, slot, collided, slab slot,
-    hit of the earlier tiers; None before the first) has not hit are looked up here.
+class TierCall(NamedTuple):
+    """One tier's part of a manager lookup: its index's state, the batch's rows in it,
+    their env tags (None in an unbound region), and the static ints: the region's first
+    slab slot (``base``), its tier code, and the slab slot a miss reports (``zero``)."""
+
+    state: TierState
+    rows: TierRows
+    key_tag: torch.Tensor | None
+    fp_tag: torch.Tensor | None
+    base: int
+    code: int
+    zero: int
+
+
+#: A lookup so far: tier, slot, collided, slab slot and hit per row.
+FoundSoFar = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+#: One tier's own flags for its statistics and policy: skipped (None: no row), hit,
+#: collision and slot per row.
+TierOut = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def lookup_tiers(calls: tuple[TierCall, ...]) -> tuple[FoundSoFar, tuple[TierOut, ...]]:
+    """The kernel of a manager lookup: ``lookup_tier`` of each tier in turn (one compiled
+    graph for all of them). Returns the lookup and each tier's own flags."""
+    found: FoundSoFar | None = None
+    outs: list[TierOut] = []
+    for call in calls:
+        found, out = lookup_tier(call, found)
+        outs.append(out)
+    assert found is not None, "a lookup visits at least one tier"
+    return found, tuple(outs)
+
+
+def lookup_tier(call: TierCall, prev: FoundSoFar | None) -> tuple[FoundSoFar, TierOut]:
+    """One tier of a manager lookup: the rows ``prev`` (the lookup of the earlier tiers;
+    None before the first) has not hit are looked up here.
 
     Returns the lookup so far, and this tier's own ``(skipped, hit, collision, slot)``
     for its statistics and policy (``skipped``: the rows an earlier tier hit; None)."""
+    state, rows, key_tag, fp_tag, base, code, zero = call
     first = rows.first
     bound = TierRows(rows.pool_ids, first, *bind_rows(*rows[2:], key_tag, fp_tag))
     skip = None if prev is None else prev[4]
@@ -1061,6 +1115,34 @@ def write_keys(
     return torch.where(superseded, slab_trash, flat + base if base else flat)
 
 
+class FifoCall(NamedTuple):
+    """``fifo_put``'s arguments, in its order (``FIFOIndex.put_call``)."""
+
+    keys: torch.Tensor
+    fingerprints: torch.Tensor
+    has_fingerprint: torch.Tensor
+    occupied: torch.Tensor
+    next_slot: torch.Tensor
+    keys_grid: torch.Tensor
+    occupied_grid: torch.Tensor
+    rows: TierRows
+    key_tag: torch.Tensor | None
+    fp_tag: torch.Tensor | None
+    before: torch.Tensor
+    later: torch.Tensor
+    trash: torch.Tensor
+    slab_trash: torch.Tensor
+    base: int
+    capacity: int
+    fold: bool
+    early_stop: bool
+
+
+#: What ``fifo_put`` returns: slot, evicted key, evicted mask, insert flag and slab write
+#: target per row.
+FifoResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 def fifo_put(
     keys: torch.Tensor,
     fingerprints: torch.Tensor,
@@ -1080,7 +1162,7 @@ def fifo_put(
     capacity: int,
     fold: bool,
     early_stop: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> FifoResult:
     """A FIFO put of a whole (non-empty) batch: slot, evicted key, evicted mask and
     insert flag per row, and its slab write target; the keys, fingerprints, occupancy
     and ring pointers (``next_slot``) are updated in place.
