@@ -773,20 +773,23 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
   the first step, and "memory, all pools full" shows both backends then, where zerokv
   needs slightly less than legacy (no staging copies). A user who does not need 256 root
   slots per environment sets `root_capacity` lower.
-* **Compiled kernels (`--compiled`).** `CacheConfig(compile=True)` runs each phase as one
-  compiled graph on the device index: 7 graphs and 14 kernel launches per simulation
-  step where the eager device path dispatches 145 ops. On a CPU that is not the fast path.
-  At the Atari shape (1 thread) a compiled step took 0.68 ms against 1.5 ms for the eager
-  device path (what CUDA runs eagerly) and about 0.7-1.0 ms for the eager host index (the
-  CPU default). Under the profiler, about 45% of the compiled step is the kernels' own
-  work, about 40% is dynamo's guard checks and wrappers (25-35 us per compiled call
-  whatever its size) and the rest is aten ops around the graphs (the model's write,
-  `with_length`) and the Python of the manager (validation, row maps); at CartPole the
-  per-call share is about half. So 7 calls cost about as much as the copy floor three
-  times over, and 5x legacy per simulation step (about 0.25 ms at Atari here) is out of
-  reach for a design that makes one call per phase on a CPU. On CUDA the same calls replay
-  captured CUDA graphs (`mode="reduce-overhead"`); that is what the compiled path is for,
-  and what the CUDA block below is for.
+* **Compiled kernels (`--compiled`).** `CacheConfig(compile=True)` runs each public call
+  of the hot path as one compiled graph on the device index: 5 graphs and 12 kernel
+  launches per simulation step (the keys twice, the lookup of both tiers, the gather, the
+  store), where the eager device path dispatches 145 ops. On a CPU that is not the fast
+  path. At the Atari shape (1 thread) a compiled step took 0.65-0.75 ms, against 1.4-1.5 ms
+  for the eager device path (what CUDA runs eagerly) and about 0.7 ms for the eager host
+  index (the CPU default). Timed call by call (medians): 56 us per hash, 65 us for the
+  lookup, 68 us for the gather and 188 us for the store (put, window rule and scatter in
+  one graph); the model's write and `with_length` (eager aten ops) take about 80 us and
+  the manager's Python the rest. Every compiled call carries 20-25 us of dynamo and AOT
+  wrapper code whatever its size (a hash call takes 28 us, its generated kernel about
+  6 us), and the store's generated kernel moves the batch at about half the speed of a
+  plain copy. Fusing 7 graphs into 5 saved little here (0.765 to 0.750 ms per step in the
+  benchmark). So 5x legacy per simulation step (about 0.25 ms at Atari here) is out of
+  reach on a CPU: the calls' fixed cost alone is about 0.12 ms and the store another
+  0.19 ms. On CUDA the same calls replay captured CUDA graphs (`mode="reduce-overhead"`);
+  that is what the compiled path is for, and what the CUDA block below is for.
 """
 
 
