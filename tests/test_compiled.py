@@ -123,13 +123,14 @@ def test_a_cuda_sim_step_makes_at_most_15_launches() -> None:
     assert launches.runtime is not None and 0 < launches.total <= 15, launches
 
 
-def test_a_sim_step_launches_at_most_15_kernels_at_the_atari_shape() -> None:
+def test_a_sim_step_launches_at_most_12_kernels_at_the_atari_shape() -> None:
     launches = sim_step_launches(preset("atari"))
     # One compiled graph per public call: keys twice, the lookup (both tiers), the gather,
     # the store (the put, the window rule and the scatter).
     assert launches.graphs == 5
     assert launches.generated >= launches.graphs
-    assert launches.total <= 15, launches
+    # Measured: 12 (6 generated + 1 extern + 5 eager); the target is 15.
+    assert launches.total <= 12, launches
 
 
 def test_the_launch_counter_sees_every_op() -> None:
