@@ -57,7 +57,7 @@ from zerokv.errors import (
     SearchCapacityError,
     StaleLookupError,
 )
-from zerokv.index import PutResult, Region, TierLookup, lookup_tiers
+from zerokv.index import PutResult, Region, TierLookup, fold_lookup
 from zerokv.kernels import COMPILE_MODES, EAGER, Kernels, compiled_kernels
 from zerokv.keys import KeyFn, keys_and_fingerprints, zkv64
 from zerokv.pool import SlotPool
@@ -300,7 +300,7 @@ class CacheManager:
         visit = _TIERS.get(tiers)
         if visit is None:
             raise BatchError(f"tiers must be 'hierarchical', 'root' or 'recurrent', got {tiers!r}")
-        found = lookup_tiers([self.tiers[tier].index for tier in visit], rows)
+        found = fold_lookup([self.tiers[tier].index for tier in visit], rows)
         result = found.result(self._owner, self.generation)
         self.queries += rows.count
         if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging

@@ -15,6 +15,9 @@ fingerprints) and return tensors, never synchronising: ``get_many`` / ``peek_man
 empty rows), ``put_many`` / ``store_many`` / ``store_batch`` (``PutResult`` per row).
 Host-level queries (``len``, ``in``, ``slot_of``, ``key_at``, ``eviction_order``,
 ``stats``, ``evict``) answer with Python values, as the spec does.
+
+A batch store into a FIFO device index runs its put and its slab store as one kernel
+(``put_and_store``, owned here because it joins the index's work and the slab's).
 """
 
 from __future__ import annotations

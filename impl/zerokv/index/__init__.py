@@ -47,7 +47,7 @@ __all__ = [
     "Region",
     "SlotIndex",
     "TierLookup",
-    "lookup_tiers",
+    "fold_lookup",
     "make_index",
 ]
 
@@ -105,10 +105,11 @@ def make_index(
     return DEVICE_INDEXES[policy](region, dev, kernels)
 
 
-def lookup_tiers(indexes: Sequence[IndexBackend], rows: Rows) -> Found:
-    """A manager lookup of ``rows``: each tier's index in turn, the rows an earlier tier
-    hit skipped (the fold of the spec's ``lookup``). Device indexes run all tiers in one
-    kernel (``zerokv.index.device.lookup_all``: one compiled graph, not one per tier)."""
+def fold_lookup(indexes: Sequence[IndexBackend], rows: Rows) -> Found:
+    """A manager lookup of ``rows`` (the fold of the spec's ``lookup`` over its tiers):
+    each tier's index in turn, the rows an earlier tier hit skipped. Device indexes run
+    all tiers in one kernel (``zerokv.index.device.lookup_all``: one compiled graph, not
+    one per tier)."""
     device = [index for index in indexes if isinstance(index, SlotIndex)]
     if len(device) == len(indexes):
         return lookup_all(device, rows)

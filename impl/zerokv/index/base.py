@@ -14,7 +14,7 @@ fold semantics; the differential tests run both against the spec):
 
 ``make_index`` chooses one, once, when a pool is built; nothing above the pools
 (``SlotPool``, ``CacheManager``) depends on which one it got. Two places look, to run
-more work in one kernel where the device index allows it: ``zerokv.index.lookup_tiers``
+more work in one kernel where the device index allows it: ``zerokv.index.fold_lookup``
 (all tiers of a lookup in one kernel) and ``SlotPool.store_batch`` (a FIFO put and its
 slab store in one kernel); both fall back to the protocol's operations.
 

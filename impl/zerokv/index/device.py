@@ -959,8 +959,9 @@ def match_keys(
     match = (stored == keys.unsqueeze(1)) & live
     if torch.compiler.is_compiling():
         return match.any(dim=1), first_true(match)
-    # A pool holds a key in at most one live slot, so a row has at most one True and the
-    # position of any maximum is its slot: one reduction instead of any, a cast and argmax.
+    # A pool holds a key in at most one live slot (the bijection ``check`` asserts), so a
+    # row has at most one True and the position of any maximum is its slot: one reduction
+    # instead of any, a cast and argmax.
     found, slot = match.max(dim=1)
     return found, slot
 
