@@ -779,17 +779,18 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
   store), where the eager device path dispatches 145 ops. On a CPU that is not the fast
   path. At the Atari shape (1 thread) a compiled step took 0.65-0.75 ms, against 1.4-1.5 ms
   for the eager device path (what CUDA runs eagerly) and about 0.7 ms for the eager host
-  index (the CPU default). Timed call by call (medians): 56 us per hash, 65 us for the
-  lookup, 68 us for the gather and 188 us for the store (put, window rule and scatter in
-  one graph); the model's write and `with_length` (eager aten ops) take about 80 us and
-  the manager's Python the rest. Every compiled call carries 20-25 us of dynamo and AOT
-  wrapper code whatever its size (a hash call takes 28 us, its generated kernel about
-  6 us), and the store's generated kernel moves the batch at about half the speed of a
-  plain copy. Fusing 7 graphs into 5 saved little here (0.765 to 0.750 ms per step in the
-  benchmark). So 5x legacy per simulation step (about 0.25 ms at Atari here) is out of
-  reach on a CPU: the calls' fixed cost alone is about 0.12 ms and the store another
-  0.19 ms. On CUDA the same calls replay captured CUDA graphs (`mode="reduce-overhead"`);
-  that is what the compiled path is for, and what the CUDA block below is for.
+  index (the CPU default). Timed call by call in the Atari replay (medians per call): 69 us
+  per hash, 81 us for the lookup, 166 us for the gather and 217 us for the store (put,
+  window rule and scatter in one graph); the model's writes, `with_length` and the
+  manager's Python take the rest. Every compiled call carries 20-25 us of dynamo and AOT
+  wrapper code whatever its size (a hash call alone takes 28 us, its generated kernel
+  about 6 us), and the gather and the store each move a 786 KB batch at about a quarter
+  of a plain copy's speed (a fresh batch per call, indexed loads). Fusing 7 graphs into 5
+  saved little here (0.765 to 0.720 ms per step). So 5x legacy per simulation step (about
+  0.25 ms at Atari here) is out of reach on a CPU: the calls' fixed cost is about 0.12 ms
+  and the gather and the store another 0.38 ms. On CUDA the same calls replay captured CUDA
+  graphs (`mode="reduce-overhead"`); that is what the compiled path is for, and what the
+  CUDA block below is for.
 """
 
 
