@@ -29,7 +29,7 @@ import torch
 from zerokv import checks
 from zerokv.entry import Batch, Correction, Entries
 from zerokv.errors import ContractViolation, ShapeError
-from zerokv.index import IndexBackend, Lookup, Placement, PutResult, Region, make_index
+from zerokv.index import IndexBackend, Lookup, PutResult, Region, make_index
 from zerokv.index.device import FifoCall, FIFOIndex, FifoResult, fifo_put
 from zerokv.rows import Rows, check_env_range, check_keys, env_id_list, env_tensor
 from zerokv.slab import Slab, WindowCall, store_window
@@ -189,17 +189,16 @@ class SlotPool:
         A FIFO device index with a slab store that is one kernel: the put and the store
         in one kernel too (``put_and_store``)."""
         plan = self.slab.plan_store(batch, correction)  # may refuse lengths: before the put
+        placement = None
         index = self.index
-        window = None
         if plan is None and isinstance(index, FIFOIndex) and rows.count:
             index.check_priorities(rows)
             window = self.slab.window_call(batch, correction)  # checks: before the put
-        placement: Placement
-        if window is not None:
-            assert isinstance(index, FIFOIndex)
-            call = index.put_call(rows)
-            placement = index.put_done(rows, call, index.kernels(put_and_store)(call, window))
-        else:
+            if window is not None:
+                call = index.put_call(rows)
+                result = index.kernels(put_and_store)(call, window)
+                placement = index.put_done(rows, call, result)
+        if placement is None:
             placement = index.put(rows)
             self.slab.store(placement, batch, correction, plan)
         if checks.ENABLED:

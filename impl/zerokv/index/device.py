@@ -336,7 +336,7 @@ class SlotIndex:
         """Batched ``get`` (``count``) or ``peek`` (not ``count``)."""
         hit, collision, slot = self._get(self._pool_rows(rows), count)
         status = hit.long() + 2 * collision.long()
-        return Lookup(status, torch.where(hit, slot, torch.full_like(slot, -1)))
+        return Lookup(status, torch.where(hit, slot, _constant(-1, slot)))
 
     def lookup(self, rows: Rows, found: Found | None) -> DeviceFound:
         """A tier of a manager lookup: counts and fills the rows ``found`` has not hit
