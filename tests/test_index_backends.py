@@ -150,3 +150,19 @@ def test_auto_backend_follows_the_device() -> None:
     assert isinstance(make_index(Policy.FIFO, Region(1, 2), "cpu"), HostIndex)
     with checks.shortcuts(False):
         assert isinstance(make_index(Policy.FIFO, Region(1, 2), "cpu"), SlotIndex)
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+@pytest.mark.parametrize(
+    "keys", [(5, 5, 5, 7), (5, 7, 5, 5), (7, 5, 5, 5), (5, 5, 7, 7, 5)], ids=str
+)
+def test_fifo_closed_form_with_a_key_three_times(shortcuts: bool, keys: tuple[int, ...]) -> None:
+    """A batch into a fresh FIFO pool takes the closed form (``fifo_plain``: the ring
+    cannot wrap); a key repeated three times must take its first row's slot and keep its
+    last row's write. Random op lists reach this case only now and then."""
+    capacity = len(keys)
+    op = Op("put", (0,) * len(keys), keys, (None,) * len(keys), (None,) * len(keys))
+    with checks.shortcuts(shortcuts), checks.enabled():
+        index = make_index(Policy.FIFO, Region(1, capacity), backend="device")
+        assert isinstance(index, SlotIndex)
+        _run(index, [make_pool(Policy.FIFO, capacity)], [op, op])

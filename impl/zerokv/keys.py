@@ -30,7 +30,6 @@ from zerokv_spec.keys import (
     env_key_tag,
     to_signed,
 )
-from zerokv_spec.keys import fmix64 as spec_fmix64
 
 __all__ = [
     "DTYPE_NAMES",
@@ -139,17 +138,10 @@ def _tables(
 
 
 @lru_cache(maxsize=256)
-def _descriptor_values(
-    name: str, nbytes: int, row_shape: tuple[int, ...], seeds: tuple[int, ...]
-) -> tuple[int, ...]:
-    return tuple(to_signed(descriptor(name, nbytes, row_shape, s)) for s in seeds)
-
-
-@lru_cache(maxsize=256)
 def _descriptors(
     name: str, nbytes: int, row_shape: tuple[int, ...], seeds: tuple[int, ...], device: torch.device
 ) -> torch.Tensor:
-    desc = _descriptor_values(name, nbytes, row_shape, seeds)
+    desc = [to_signed(descriptor(name, nbytes, row_shape, s)) for s in seeds]
     return torch.tensor(desc, dtype=torch.int64).view(len(seeds), 1).to(device)
 
 
@@ -164,13 +156,6 @@ def zkv64(
     row_shape = tuple(int(d) for d in latents.shape[1:])
     nbytes = torch.Size(row_shape).numel() * latents.element_size()
     kernels = EAGER if kernels is None else kernels
-    if kernels.shortcuts(latents.device):
-        # A CPU tensor's sums are already in host memory: finishing the few values with
-        # the spec's own fmix64 costs less than the eleven tensor operations of fmix64.
-        acc = _word_sums(words, a, m)
-        desc = _descriptor_values(name, nbytes, row_shape, seeds)
-        done = [[to_signed(spec_fmix64(v + d)) for v in row] for row, d in zip(acc.tolist(), desc)]
-        return torch.tensor(done, dtype=torch.int64).view(len(seeds), acc.shape[1])
     descriptors = _descriptors(name, nbytes, row_shape, seeds, latents.device)
     return kernels(zkv64_mix)(words, a, m, descriptors)
 
@@ -186,9 +171,9 @@ def _word_sums(words: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.T
 def zkv64_mix(
     words: torch.Tensor, a: torch.Tensor, m: torch.Tensor, descriptors: torch.Tensor
 ) -> torch.Tensor:
-    """The kernel of ``zkv64``: ``fmix64(word sums + descriptor)`` per seed and row
-    (``words`` ``[B, n]`` int32, tables ``[seeds, 1, n]``, descriptors ``[seeds, 1]``)."""
-    return fmix64(_word_sums(words, a, m) + descriptors)
+    """The kernel of ``zkv64``: word sums + descriptor per seed and row (``words``
+    ``[B, n]`` int32, tables ``[seeds, 1, n]``, descriptors ``[seeds, 1]``)."""
+    return _word_sums(words, a, m).add_(descriptors)
 
 
 def zkv64_keys(latents: torch.Tensor) -> torch.Tensor:

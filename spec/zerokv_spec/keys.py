@@ -19,9 +19,19 @@ The ``zkv64`` construction (key and fingerprint differ only in their seeds):
    depend on evaluation order, so a parallel reduction on a GPU gives the same bits as
    this loop, and it costs three vectorised operations per word.
 4. ``desc`` mixes the dtype code, the byte length and each shape dimension.
-5. ``result = fmix64(acc + desc)`` as a signed integer.
+5. ``result = acc + desc (mod 2**64)`` as a signed integer.
 
-``fmix64`` is the MurmurHash3 64-bit finaliser (a bijection on 64-bit integers).
+There is no finaliser after step 5, on purpose. zerokv only ever compares keys and
+fingerprints for equality (never buckets them by some of their bits), and a bijection
+applied to ``acc + desc`` would change no answer to "are these two equal": two latents
+collide with it exactly when they collide without it. The randomness is in the tables:
+two rows that differ in one word ``j`` never collide (``M_j`` is odd, so it is invertible
+modulo ``2**64``), and key and fingerprint use independent tables, so a key collision is
+caught by the fingerprint. On a device a finaliser would cost eleven int64 operations per
+call (a logical shift needs a shift and a mask) for no change in what collides.
+
+``fmix64`` is the MurmurHash3 64-bit finaliser (a bijection on 64-bit integers); it
+derives the position tables, the descriptor and the env tags.
 """
 
 from __future__ import annotations
@@ -168,7 +178,7 @@ def zkv64(latent: Latent, seed: int) -> int:
     for w, a_i, m_i in zip(words, a, m):
         acc = (acc + (((w ^ a_i) & MASK64) * m_i)) & MASK64
     desc = descriptor(latent.dtype, len(latent.data), latent.shape, seed)
-    return to_signed(fmix64(acc + desc))
+    return to_signed(acc + desc)
 
 
 def zkv64_key(latent: Latent) -> int:

@@ -201,6 +201,31 @@ MUTANTS: tuple[Mutant, ...] = (
         (POOL_T,),
     ),
     Mutant(
+        "fifo-plain-first-writer-wins",
+        "fifo_put's closed form: the first of a batch's same-key rows is written, not the last",
+        (
+            Edit(
+                INDEX,
+                "superseded = superseded_rows(later, flat) if fold else same_key_before.any(dim=0)",
+                "superseded = superseded_rows(later, flat) if fold else same_key_before.any(dim=1)",
+            ),
+        ),
+        (POOL_T,),
+    ),
+    Mutant(
+        "fifo-plain-repeat-takes-latest",
+        "fifo_plain: a repeated key takes the slot of its latest earlier row, not its first",
+        (
+            Edit(
+                INDEX,
+                "repeat, earliest = same_key_before.max(dim=1)",
+                "repeat, earliest = same_key_before.any(dim=1), same_key_before.shape[1] - 1 "
+                "- same_key_before.flip(1).to(torch.int8).argmax(dim=1)",
+            ),
+        ),
+        ("tests/test_index_backends.py", POOL_T),
+    ),
+    Mutant(
         "collision-as-hit",
         "SlotIndex.lookup: a fingerprint mismatch is returned as a hit",
         (

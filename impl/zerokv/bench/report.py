@@ -776,7 +776,7 @@ reads and newly allocated bytes; legacy's host hashing is counted as one read pe
 * **Compiled kernels (`--compiled`).** `CacheConfig(compile=True)` runs each public call
   of the hot path as one compiled graph on the device index: 5 graphs and 12 kernel
   launches per simulation step (the keys twice, the lookup of both tiers, the gather, the
-  store), where the eager device path dispatches 145 ops. On a CPU that is not the fast
+  store), where the eager device path dispatches 118 ops. On a CPU that is not the fast
   path. At the Atari shape (1 thread) a compiled step took 0.65-0.75 ms, against 1.4-1.5 ms
   for the eager device path (what CUDA runs eagerly) and about 0.7 ms for the eager host
   index (the CPU default). Timed call by call in the Atari replay (medians per call): 69 us

@@ -380,13 +380,14 @@ class SlotIndex:
         pools = self._pools_of(rows)
         before, later = self._pairs(pools)
         slot, evicted, evicted_mask, inserted = self.resolve_put(pool_rows, before, rows)
+        flat = pool_rows.first + slot
         targets = write_keys(
             self.keys,
             self.fingerprints,
             self.has_fingerprint,
             self.occupied,
-            later,
-            pool_rows.first + slot,
+            superseded_rows(later, flat),
+            flat,
             pool_rows.keys,
             pool_rows.fingerprints,
             pool_rows.has_fingerprint,
@@ -1084,7 +1085,7 @@ def write_keys(
     fingerprints: torch.Tensor,
     has_fingerprint: torch.Tensor,
     occupied: torch.Tensor,
-    later: torch.Tensor,
+    superseded: torch.Tensor,
     flat: torch.Tensor,
     row_keys: torch.Tensor,
     row_fps: torch.Tensor | None,
@@ -1096,11 +1097,10 @@ def write_keys(
     """A put's index writes (key, fingerprint, occupied per row's flat slot ``flat``);
     returns each row's slab write target.
 
-    A row that a later row of the batch (``later``: same pool, after) overwrites writes
-    to the trash element instead, so every scatter has distinct real targets
-    (deterministic on CUDA). The trash element lies outside every pool, never read."""
-    # [i, j]: row j has row i's slot ([B] against [B, 1] broadcasts, no second view).
-    superseded = (later & (flat == flat.unsqueeze(1))).any(dim=1)
+    A row that a later row of the batch overwrites (``superseded``, from
+    ``superseded_rows``) writes to the trash element instead, so every scatter has
+    distinct real targets (deterministic on CUDA). The trash element lies outside every
+    pool, never read."""
     write = torch.where(superseded, trash, flat)
     keys.index_copy_(0, write, row_keys)
     if row_fps is None:
@@ -1114,6 +1114,13 @@ def write_keys(
         has_fingerprint.index_copy_(0, write, row_has)
     occupied.index_fill_(0, write, True)
     return torch.where(superseded, slab_trash, flat + base if base else flat)
+
+
+def superseded_rows(later: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Per row, whether a later row of the batch (``later``: same pool, after) has its
+    flat slot."""
+    # [i, j]: row j has row i's slot ([B] against [B, 1] broadcasts, no second view).
+    return (later & (flat == flat.unsqueeze(1))).any(dim=1)
 
 
 class FifoCall(NamedTuple):
@@ -1191,12 +1198,16 @@ def fifo_put(
         same_key_before,
     )
     slot, evicted, evicted_mask, new, flat = resolve(batch, capacity, early_stop)
+    # Without interplay (not ``fold``) two rows share a slot exactly when they share a key
+    # (a new row's slot lies ahead of the pointer, unused since the clear): the rows with
+    # a same-key row after them, one reduction of the matrix already formed.
+    superseded = superseded_rows(later, flat) if fold else same_key_before.any(dim=0)
     targets = write_keys(
         keys,
         fingerprints,
         has_fingerprint,
         occupied,
-        later,
+        superseded,
         flat,
         row_keys,
         row_fps,
@@ -1238,11 +1249,15 @@ def fifo_plain(
     and flat slot per row."""
     keys, occupied, next_slot, pool_ids, first, _, before, present, first_slot, ptr, same = batch
     same_key_before = same
-    repeat = same_key_before.any(dim=1)
+    if torch.compiler.is_compiling():
+        repeat, earliest = same_key_before.any(dim=1), first_true(same_key_before)
+    else:
+        # torch.max over a dim returns the first maximal position: for a bool row, its
+        # first True (0 when none, masked below), with the any in the same reduction.
+        repeat, earliest = same_key_before.max(dim=1)
     new = ~(present | repeat)
     count = (before & new).sum(dim=1)  # new rows before, same pool ([B] acts as [1, B])
     new_slot = (ptr + count) % capacity
-    earliest = first_true(same_key_before)
     source = torch.where(repeat, earliest, _row_numbers(earliest))
     slot = torch.where(present, first_slot, new_slot.index_select(0, source))
     flat = first + slot
