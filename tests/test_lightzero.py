@@ -27,7 +27,7 @@ import torch
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from zerokv import Entries
+from zerokv import Entries, trace
 from zerokv.errors import (
     ConfigError,
     DeviceError,
@@ -567,7 +567,7 @@ def test_debug_logs_name_pool_key_and_slot(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manager = KVCacheManager(lz_config(), 2)
-    with caplog.at_level(logging.DEBUG, logger="zerokv.lightzero"):
+    with caplog.at_level(logging.DEBUG, logger="zerokv.lightzero"), trace.tracing():
         manager.set_init_cache(1, 42, make_kv(2, 0))
         manager.hierarchical_get(1, 42)
         manager.get_recur_cache(43)

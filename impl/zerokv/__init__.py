@@ -15,7 +15,8 @@ same names for the same concepts:
 * ``zerokv.lightzero`` - a drop-in for LightZero's ``KVCacheManager``;
 * ``zerokv.bench`` - the workload replay against the legacy design.
 
-Library code logs through ``logging.getLogger("zerokv")`` and never prints.
+Library code logs through ``logging.getLogger("zerokv")`` and never prints; per-row debug
+records need ``zerokv.trace`` switched on (a logging level alone never forms them).
 """
 
 import logging

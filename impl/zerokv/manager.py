@@ -47,7 +47,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import torch
 
-from zerokv import checks
+from zerokv import checks, trace
 from zerokv.entry import Batch, Correction, Entries
 from zerokv.errors import (
     BatchError,
@@ -303,7 +303,7 @@ class CacheManager:
         found = fold_lookup([self.tiers[tier].index for tier in visit], rows)
         result = found.result(self._owner, self.generation)
         self.queries += rows.count
-        if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging
+        if trace.per_row(log):  # reads the device: only when tracing (zerokv.trace)
             for env, key, t, s_ in zip(
                 rows.env_ids, keys.tolist(), result.tier.tolist(), result.slot.tolist()
             ):
@@ -367,7 +367,7 @@ class CacheManager:
             self.generation += 1
         if tier is Tier.RECURRENT and self.search_budget is not None:
             self.search_used += rows.count
-        if log.isEnabledFor(logging.DEBUG):  # reads the device: only when debugging
+        if trace.per_row(log):  # reads the device: only when tracing (zerokv.trace)
             self._log_put(tier, rows, out)
         if checks.ENABLED:
             self.check()

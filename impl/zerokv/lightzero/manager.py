@@ -55,8 +55,9 @@ the first stored object, and the storage is allocated then.
 with the reference model beside it): the slot and evicted key of every store, the tier,
 slot and K/V of every lookup, the counters. A debugging tool: many times slower.
 
-Logging: ``logging.getLogger("zerokv.lightzero")``; debug records name the call, the pool,
-the key and the slot; clears are logged at INFO every ``clear_*_log_freq`` calls, as
+Logging: ``logging.getLogger("zerokv.lightzero")``; with per-row tracing on
+(``zerokv.trace``) debug records name the call, the pool, the key and the slot; clears are
+logged at INFO every ``clear_*_log_freq`` calls, as
 LightZero does.
 """
 
@@ -70,6 +71,7 @@ from typing import Any
 
 import torch
 
+from zerokv import trace
 from zerokv.diagnostics import DEFAULT_CAUSES, DEFAULT_WINDOW, HitRateMonitor
 from zerokv.entry import Entries
 from zerokv.errors import ConfigError, EnvIdError
@@ -108,7 +110,6 @@ DEFAULT_CLEAR_RECUR_LOG_FREQ = 1000
 DEFAULT_CLEAR_ALL_LOG_FREQ = 100
 
 _TWO64 = 1 << 64
-_DEBUG = logging.DEBUG
 
 #: Why a tier keeps missing in LightZero (the hit-rate warning's likely causes).
 LIGHTZERO_CAUSES = {
@@ -622,7 +623,7 @@ class KVCacheManager:
             tier = Tier.MISS
         if self._mirror is not None:
             self._check_lookup(operation, tiers, env_id, key, tier, slot)
-        if log.isEnabledFor(_DEBUG):
+        if trace.per_row(log):
             if tier is Tier.MISS:
                 log.debug("%s: env %d key %d: miss", operation, env_id, key)
             else:
@@ -637,7 +638,7 @@ class KVCacheManager:
         Refreshed by every store, clear and statistics reset, so a change of the logging
         level takes effect at the next of those calls.
         """
-        self._checked = self._mirror is not None or log.isEnabledFor(_DEBUG)
+        self._checked = self._mirror is not None or trace.per_row(log)
 
     def get_wm_cache(self, cache_key: int) -> KVSnapshot | None:
         """The entry under ``cache_key`` in the world-model pool, or None."""
@@ -670,7 +671,7 @@ class KVCacheManager:
         if self._stores >= self._next_diagnosis >= 0:
             self._diagnose()
             self._next_diagnosis = self._stores + self._diagnosis_every
-        debug = log.isEnabledFor(_DEBUG)
+        debug = trace.per_row(log)
         if debug:
             log.debug(
                 "%s: key %d -> %s, slot %d (%s%s, %d tokens)",
