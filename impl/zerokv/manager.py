@@ -37,13 +37,11 @@ The guard costs one uncontended lock acquire and release per call.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Concatenate, ParamSpec, TypeVar
 
 import torch
 
@@ -51,12 +49,12 @@ from zerokv import checks, trace
 from zerokv.entry import Batch, Correction, Entries
 from zerokv.errors import (
     BatchError,
-    ConcurrentUseError,
     ConfigError,
     ContractViolation,
     SearchCapacityError,
     StaleLookupError,
 )
+from zerokv.guard import exclusive as _exclusive
 from zerokv.index import PutResult, Region, TierLookup, fold_lookup
 from zerokv.kernels import COMPILE_MODES, EAGER, Kernels, compiled_kernels
 from zerokv.keys import KeyFn, keys_and_fingerprints, zkv64
@@ -81,30 +79,6 @@ log = logging.getLogger("zerokv")
 
 #: A distinct number per manager (``TierLookup.owner``).
 _MANAGER_IDS = itertools.count()
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _exclusive(
-    method: Callable[Concatenate[CacheManager, P], R],
-) -> Callable[Concatenate[CacheManager, P], R]:
-    """Run ``method`` holding the manager's lock, or refuse at once (module docstring)."""
-
-    @functools.wraps(method)
-    def guarded(self: CacheManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        if not self._busy.acquire(blocking=False):
-            raise ConcurrentUseError(
-                f"CacheManager.{method.__name__} called while another thread is inside this "
-                "manager; a manager is not thread-safe (one per thread, or serialise the calls)"
-            )
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._busy.release()
-
-    return guarded
-
 
 #: ``lookup_many``'s ``tiers``: which tiers a lookup visits, in order.
 _TIERS = {

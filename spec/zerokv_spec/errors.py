@@ -23,10 +23,15 @@ __all__ = [
     "InputError",
     "KeyNotFoundError",
     "KeyRangeError",
+    "NodeDepthError",
+    "NodeMissingError",
+    "NodeOccupiedError",
+    "NodeRangeError",
     "SearchCapacityError",
     "ShapeError",
     "SlotRangeError",
     "StaleLookupError",
+    "StaleSearchError",
     "UnsupportedOperationError",
     "ZeroKVError",
 ]
@@ -100,6 +105,32 @@ class SearchCapacityError(ZeroKVError, RuntimeError):
 class ConcurrentUseError(ZeroKVError, RuntimeError):
     """Two threads used one manager at the same time; a manager is not thread-safe (give
     each thread its own, or serialise the calls)."""
+
+
+class NodeRangeError(SlotRangeError):
+    """A node address outside the search's ``[0, num_simulations] x [0, rows)`` (a child at
+    index 0, the root's), or a search of more rows than were preallocated."""
+
+
+class NodeMissingError(InputError, KeyError):
+    """A parent address not written in the current search, or a search row whose
+    environment has no root entry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "node not written"
+
+
+class NodeOccupiedError(InputError):
+    """A child address already written in the current search (or twice by one batch)."""
+
+
+class NodeDepthError(InputError):
+    """A search reported a leaf depth that is not its parent's depth plus one."""
+
+
+class StaleSearchError(StaleLookupError):
+    """A search number used after its search ended (a new search, ``end_search``, or a
+    change of the root entries it was started on)."""
 
 
 class ContractViolation(AssertionError):
