@@ -236,41 +236,37 @@ class _ManagerProxy(_Refusing):
     ``get_stats_summary``) reach zerokv; anything else is refused."""
 
     def __init__(self, attachment: Attachment) -> None:
-        mgr = attachment.manager
-        self._attachment = attachment
-        self.env_num = mgr.config.env_num
+        a = attachment
+        self._attachment = a
+        self.env_num = a.env_num
         self.init_pools = [
             _PoolProxy(
                 f"kv_cache_manager.init_pools[{e}]",
-                partial(mgr.clear_env, e),
-                partial(_root_size, mgr, e),
+                partial(a.clear_env_cache, e),
+                partial(a.root_cache_size, e),
             )
-            for e in range(mgr.config.env_num)
+            for e in range(a.env_num)
         ]
         self.recur_pool = _PoolProxy(
-            "kv_cache_manager.recur_pool", mgr.clear_recurrent, mgr.recurrent_size
+            "kv_cache_manager.recur_pool", a.clear_recurrent_cache, a.recurrent_cache_size
         )
         self.keys_values_wm_list: list[Any] = []
         self.keys_values_wm_size_list: list[int] = []
 
     def clear_recur_cache(self) -> None:
-        self._attachment.manager.clear_recurrent()
+        self._attachment.clear_recurrent_cache()
 
     def clear_init_caches(self) -> None:
-        self._attachment.manager.clear_roots()
+        self._attachment.clear_root_caches()
 
     def clear_all(self) -> None:
-        self._attachment.manager.clear_all()
+        self._attachment.clear_all_caches()
 
     def get_stats_summary(self) -> dict[str, Any]:
         return {"stats_enabled": True, "zerokv": self._attachment.stats()}
 
     def _path(self, name: str) -> str:
         return f"kv_cache_manager.{name}"
-
-
-def _root_size(mgr: CacheManager, env: int) -> int:
-    return mgr.root_sizes()[env]
 
 
 # --------------------------------------------------------------------------- inspection
@@ -436,10 +432,15 @@ def _select(value: Any, indices: list[int]) -> Any:
 class Attachment:
     """A world model whose caches zerokv manages (``attach``); ``detach()`` undoes it."""
 
+    #: The keyword options this kind of attachment takes.
+    OPTIONS: frozenset[str] = OPTIONS
+
     def __init__(self, model: LightZeroObject, **options: Any) -> None:
-        unknown = set(options) - OPTIONS
+        unknown = set(options) - self.OPTIONS
         if unknown:
-            raise ConfigError(f"unknown attach options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+            raise ConfigError(
+                f"unknown attach options {sorted(unknown)}; known: {sorted(self.OPTIONS)}"
+            )
         wm = _world_model(model)
         self.version = detect_version(wm)
         _check_supported(wm, self.version)
@@ -456,6 +457,29 @@ class Attachment:
             )
         self.head_dim = embed_dim // self.num_heads
         self.rotary = bool(getattr(config, "rotary_emb", False))
+        self.device, self.dtype = device, dtype
+        self.counts = _Counts()
+        self._build_cache(options)
+        self._zero_correction = Correction.zero(
+            self.num_layers, self.num_heads, self.head_dim, self.context_length, device, dtype
+        )
+        self._correction: Correction | None = None
+        self._correction_source: tuple[object, object] | None = None
+        if not self.rotary:
+            self.correction()  # validates LightZero's table now (ConfigError / DeviceError)
+        self._saved: dict[str, Any] = {}
+        self._absent: set[str] = set()
+        self.attached = False
+
+    def _build_cache(self, options: dict[str, Any]) -> None:
+        """The content-keyed cache of this attachment: a ``CacheManager`` sized as
+        LightZero sizes its pools (a subclass builds another cache here)."""
+        wm, config, device, dtype = (
+            self.world_model,
+            self.world_model.config,
+            self.device,
+            self.dtype,
+        )
         key = options.get("key", "zkv64")
         if key not in ("zkv64", "xxh64"):
             raise ConfigError(
@@ -489,18 +513,6 @@ class Attachment:
         self._memo: dict[bytes, tuple[int, int]] | None = (
             {} if checks.host_reads_are_free(device) else None
         )
-        self.device, self.dtype = device, dtype
-        self.counts = _Counts()
-        self._zero_correction = Correction.zero(
-            self.num_layers, self.num_heads, self.head_dim, self.context_length, device, dtype
-        )
-        self._correction: Correction | None = None
-        self._correction_source: tuple[object, object] | None = None
-        if not self.rotary:
-            self.correction()  # validates LightZero's table now (ConfigError / DeviceError)
-        self._saved: dict[str, Any] = {}
-        self._absent: set[str] = set()
-        self.attached = False
 
     # ------------------------------------------------------------------ install
     def _install(self) -> None:
@@ -522,23 +534,53 @@ class Attachment:
             "clear_caches": self.clear_caches,
         }
         state.update(replacements)
-        mgr = self.manager
-        if "past_kv_cache_init_infer_envs" in state:
-            state["past_kv_cache_init_infer_envs"] = [
+        for name, proxy in self._proxies().items():
+            if name in state:
+                state[name] = proxy
+        self.attached = True
+
+    def _proxies(self) -> dict[str, Any]:
+        """The stand-ins for LightZero's cache attributes (installed where the model has
+        them): their ``clear()`` reaches this attachment's cache."""
+        return {
+            "past_kv_cache_init_infer_envs": [
                 _PoolProxy(
                     f"past_kv_cache_init_infer_envs[{e}]",
-                    partial(mgr.clear_env, e),
-                    partial(_root_size, mgr, e),
+                    partial(self.clear_env_cache, e),
+                    partial(self.root_cache_size, e),
                 )
-                for e in range(mgr.config.env_num)
-            ]
-        if "past_kv_cache_recurrent_infer" in state:
-            state["past_kv_cache_recurrent_infer"] = _PoolProxy(
-                "past_kv_cache_recurrent_infer", mgr.clear_recurrent, mgr.recurrent_size
-            )
-        if "kv_cache_manager" in state:
-            state["kv_cache_manager"] = _ManagerProxy(self)
-        self.attached = True
+                for e in range(self.env_num)
+            ],
+            "past_kv_cache_recurrent_infer": _PoolProxy(
+                "past_kv_cache_recurrent_infer",
+                self.clear_recurrent_cache,
+                self.recurrent_cache_size,
+            ),
+            "kv_cache_manager": _ManagerProxy(self),
+        }
+
+    # The cache operations LightZero's clears reach (the proxies above call these).
+    @property
+    def env_num(self) -> int:
+        return self.manager.config.env_num
+
+    def clear_env_cache(self, env: int) -> None:
+        self.manager.clear_env(env)
+
+    def root_cache_size(self, env: int) -> int:
+        return self.manager.root_sizes()[env]
+
+    def clear_recurrent_cache(self) -> None:
+        self.manager.clear_recurrent()
+
+    def recurrent_cache_size(self) -> int:
+        return self.manager.recurrent_size()
+
+    def clear_root_caches(self) -> None:
+        self.manager.clear_roots()
+
+    def clear_all_caches(self) -> None:
+        self.manager.clear_all()
 
     def detach(self) -> None:
         """Put back every method and attribute attach replaced or its calls wrote (as they
@@ -811,7 +853,7 @@ class Attachment:
         env_ids: list[int],
     ) -> Any:
         """A continuing root step: the previous root entry + the action + the current latent."""
-        wm, cl, mgr = self.world_model, self.context_length, self.manager
+        wm, mgr = self.world_model, self.manager
         rows = int(current.shape[0])
         last = last[:rows]
         keys, fps = self._keys(last)
@@ -824,8 +866,26 @@ class Attachment:
         self.counts.root_batches += 1
         self.counts.root_lookups += rows
         self.counts.root_hits += rows - missed
+        out = self._root_forwards(batch.kv, sizes, last, action, current, start_pos)
+        child_keys, child_fps = self._keys(current)
+        mgr.store_root_batch(env_ids, child_keys, batch, self.correction(), child_fps)
+        return out
+
+    def _root_forwards(
+        self,
+        kv: torch.Tensor,
+        sizes: list[int],
+        last: torch.Tensor,
+        action: Any,
+        current: torch.Tensor,
+        start_pos: Any,
+    ) -> Any:
+        """A continuing root step's two forwards (the action, then the current latent) over
+        the gathered batch ``kv``, whose rows hold ``sizes`` tokens; LightZero's output."""
+        wm, cl = self.world_model, self.context_length
+        rows = int(current.shape[0])
         longest = max(sizes)
-        view = BatchView(batch.kv, cl - 2 - longest, cl - 2)
+        view = BatchView(kv, cl - 2 - longest, cl - 2)
         wm.keys_values_wm_size_list = sizes
         wm.keys_values_wm_size_list_current = sizes
         start_pos = _first_rows(start_pos, rows)
@@ -863,8 +923,6 @@ class Attachment:
                 is_init_infer=True,
                 start_pos=start_pos,
             )
-        child_keys, child_fps = self._keys(current)
-        mgr.store_root_batch(env_ids, child_keys, batch, self.correction(), child_fps)
         return out
 
     # ------------------------------------------------------------------ recurrent inference
@@ -887,7 +945,7 @@ class Attachment:
     ) -> tuple[Any, ...]:
         """One MCTS expansion for the whole batch: lookup, gather, two forwards, store."""
         self._check_live()
-        wm, cl, mgr = self.world_model, self.context_length, self.manager
+        wm, mgr = self.world_model, self.manager
         depth = [] if search_depth is None else search_depth
         latest, action = state_action_history[-1]
         rows = int(latest.shape[0])
@@ -905,43 +963,8 @@ class Attachment:
             wm.hit_count += rows - missed
             self.counts.recurrent_lookups += rows
             self.counts.recurrent_hits += rows - missed
-            longest = max(sizes)
-            view = BatchView(batch.kv, cl - 2 - longest, cl - 2)
-            wm.keys_values_wm_size_list = sizes
-            wm.keys_values_wm_size_list_current = sizes
             spent = clock() - begin
-            token = action.reshape(-1, 1)
-            variable = getattr(type(wm), "_variable_context_lengths", None)
-            reward = None
-            latent_list = []
-            out = None
-            for k in range(2):
-                inputs = {"act_tokens": token} if k == 0 else {"obs_embeddings": token}
-                extra = {}
-                if self.version == LIGHTZERO_MAIN:
-                    assert variable is not None
-                    extra["valid_context_lengths"] = variable(wm.keys_values_wm_size_list_current)
-                out = wm.forward(
-                    inputs,
-                    past_keys_values=view,
-                    kvcache_independent=False,
-                    is_init_infer=False,
-                    start_pos=start_pos,
-                    search_depth=depth,
-                    **extra,
-                )
-                wm.keys_values_wm_size_list_current = [
-                    s + 1 for s in wm.keys_values_wm_size_list_current
-                ]
-                if k == 0:
-                    reward = out.logits_rewards
-                if k < wm.num_observations_tokens:
-                    token = out.logits_observations
-                    if len(token.shape) != 3:
-                        token = token.unsqueeze(1)
-                    latent_list.append(token)
-            assert out is not None
-            wm.latent_state = torch.cat(latent_list, dim=1)
+            out, reward = self._recurrent_forwards(batch.kv, sizes, action, start_pos, depth)
             begin = clock()
             child_keys, child_fps = self._keys(wm.latent_state)
             mgr.store_recurrent_batch(env_ids, child_keys, batch, self.correction(), child_fps)
@@ -950,10 +973,55 @@ class Attachment:
         self.counts.recurrent_cache_seconds += spent
         return (out.output_sequence, wm.latent_state, reward, out.logits_policy, out.logits_value)
 
+    def _recurrent_forwards(
+        self, kv: torch.Tensor, sizes: list[int], action: Any, start_pos: Any, depth: Any
+    ) -> tuple[Any, Any]:
+        """One expansion's two forwards (the action, then the predicted latent) over the
+        gathered batch ``kv``, whose rows hold ``sizes`` tokens; sets ``latent_state`` and
+        returns LightZero's last output and the reward logits."""
+        wm, cl = self.world_model, self.context_length
+        longest = max(sizes)
+        view = BatchView(kv, cl - 2 - longest, cl - 2)
+        wm.keys_values_wm_size_list = sizes
+        wm.keys_values_wm_size_list_current = sizes
+        token = action.reshape(-1, 1)
+        variable = getattr(type(wm), "_variable_context_lengths", None)
+        reward = None
+        latent_list = []
+        out = None
+        for k in range(2):
+            inputs = {"act_tokens": token} if k == 0 else {"obs_embeddings": token}
+            extra = {}
+            if self.version == LIGHTZERO_MAIN:
+                assert variable is not None
+                extra["valid_context_lengths"] = variable(wm.keys_values_wm_size_list_current)
+            out = wm.forward(
+                inputs,
+                past_keys_values=view,
+                kvcache_independent=False,
+                is_init_infer=False,
+                start_pos=start_pos,
+                search_depth=depth,
+                **extra,
+            )
+            wm.keys_values_wm_size_list_current = [
+                s + 1 for s in wm.keys_values_wm_size_list_current
+            ]
+            if k == 0:
+                reward = out.logits_rewards
+            if k < wm.num_observations_tokens:
+                token = out.logits_observations
+                if len(token.shape) != 3:
+                    token = token.unsqueeze(1)
+                latent_list.append(token)
+        assert out is not None
+        wm.latent_state = torch.cat(latent_list, dim=1)
+        return out, reward
+
     # ------------------------------------------------------------------ clearing, stats
     def clear_caches(self) -> None:
         """LightZero's ``clear_caches``: every pool."""
-        self.manager.clear_all()
+        self.clear_all_caches()
         wm = self.world_model
         if self.version == LIGHTZERO_MAIN:
             wm.current_infer_env_ids = None
