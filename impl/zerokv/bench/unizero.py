@@ -252,8 +252,16 @@ def build_model(
             world_model_cfg=cfg,
         )
     model.eval()
-    wm = model.world_model
-    gen = torch.Generator().manual_seed(seed + 1)
+    randomise_heads(model.world_model, seed + 1, rotary)
+    return model
+
+
+def randomise_heads(wm: LightZeroObject, seed: int, rotary: bool) -> None:
+    """Re-randomise (seeded) the last layer of each prediction head of a world model, and
+    rebuild its position table as the policy's ``recompute_pos_emb_diff_and_clear_cache``
+    does: LightZero zero-initialises the heads, and a model with zero heads predicts one
+    latent for every child and equal priors for every action (ties everywhere)."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for head in (wm.head_observations, wm.head_rewards, wm.head_value, wm.head_policy):
             for layer in reversed(list(head.head_module)):
@@ -263,9 +271,7 @@ def build_model(
                     break
     if not rotary:
         with quiet():
-            # as the policy's recompute_pos_emb_diff_and_clear_cache does
             wm.precompute_pos_emb_diff_kv()
-    return model
 
 
 def _manager_built(cache_mode: str) -> AbstractContextManager[object]:

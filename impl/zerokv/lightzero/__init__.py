@@ -12,6 +12,9 @@ The package's modules, each owning one thing:
 * ``install`` - ``install()`` / ``uninstall()`` / ``installed()``: make LightZero's world
   model build zerokv's manager (``use_new_cache_manager=True``), reversibly.
 
+* ``policy`` - ``attach_policy(policy)``: the way in for a LightZero user; the policy's
+  collect and eval searches tell a node-addressed cache (``zerokv.search``) which node
+  each leaf expands, so nothing is hashed or looked up;
 * ``attach`` - ``attach(world_model)`` / ``Attachment.detach()`` / ``attached()``: the
   batched integration; LightZero's world model (0.2.0 or main) with its cache glue replaced
   by ``zerokv.CacheManager``'s batched calls, one instance at a time, reversibly.
@@ -53,6 +56,7 @@ from zerokv.lightzero.manager import (
     KVCacheManager,
     KVCachePool,
 )
+from zerokv.lightzero.policy import NodeAttachment, PolicyAttachment, attach_policy
 from zerokv.lightzero.store import KVSnapshot
 
 __all__ = [
@@ -73,7 +77,10 @@ __all__ = [
     "LayoutCache",
     "LayoutKVCache",
     "LayoutKeysValues",
+    "NodeAttachment",
+    "PolicyAttachment",
     "attach",
+    "attach_policy",
     "attached",
     "attachment_of",
     "check_object",

@@ -1104,12 +1104,17 @@ def attach(world_model: LightZeroObject, **options: Any) -> Attachment:
     if attachment_of(wm) is not None:  # before allocating a second cache
         raise ConfigError("this world model is already attached; detach() it first")
     attachment = Attachment(world_model, **options)
+    register_attachment(wm, attachment)
+    attachment._install()
+    return attachment
+
+
+def register_attachment(wm: LightZeroObject, attachment: Attachment) -> None:
+    """Record ``attachment`` as ``wm``'s (one at a time per world model)."""
     with _REGISTRY_LOCK:
         if wm in _ATTACHED:
             raise ConfigError("this world model is already attached; detach() it first")
         _ATTACHED[wm] = attachment
-    attachment._install()
-    return attachment
 
 
 def attachment_of(world_model: LightZeroObject) -> Attachment | None:
