@@ -34,7 +34,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from zerokv.entry import Batch, Correction, Entries, RowPlan, store_rows, write_rows
+from zerokv.entry import (
+    _INT_OF_SIZE,
+    Batch,
+    Correction,
+    Entries,
+    RowPlan,
+    row_tables,
+    store_rows,
+    write_rows,
+)
 from zerokv.errors import (
     BatchError,
     EnvIdError,
@@ -124,6 +133,12 @@ class SearchCache:
         self.env_ids: tuple[int, ...] | None = None
         self.search = 0
         self._busy = threading.RLock()
+        #: Views of the slab made once: the gather's source per column offset, and each
+        #: simulation's slot slice (values, their bits, lengths).
+        self._sources: dict[int, torch.Tensor] = {}
+        self._slices: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for k in range(spec.num_simulations):  # a full search's slices, made now
+            self._slice_views(spec.env_num + k * spec.max_rows, spec.max_rows)
         #: Host reads of a store of a batch this cache did not gather (its lengths).
         self.host_reads = 0
 
@@ -204,11 +219,14 @@ class SearchCache:
         kept = cl - drop
         host = tuple(min(n, kept) + t for n in lengths)
         store = self.slab.kv
+        source = self._sources.get(drop)
+        if source is None:  # a view of the slab, made once per column offset
+            source = self._sources[drop] = store.narrow(4, drop, kept)
         index = torch.tensor(slots, dtype=torch.int64, device=self.device)
         shape = (store.shape[0], 2, len(slots), store.shape[3])
         out = store.new_empty((*shape, kept + t, store.shape[5]))
-        torch.index_select(store[:, :, :, :, drop:, :], 2, index, out=out[:, :, :, :, :kept, :])
-        out[:, :, :, :, kept:, :].zero_()
+        torch.index_select(source, 2, index, out=out.narrow(4, 0, kept))
+        out.narrow(4, kept, t).zero_()
         device_lengths = torch.tensor(host, dtype=torch.int64, device=self.device)
         return SearchBatch(out, device_lengths, True, host)
 
@@ -233,12 +251,50 @@ class SearchCache:
         out = torch.tensor(plan.out_lengths, dtype=torch.int64, device=self.device)
         first, rows = slots[0], len(slots)
         if slots == list(range(first, first + rows)):
-            write_rows(batch, plan, correction, slab.kv[:, :, first : first + rows], out)
-            slab.lengths[first : first + rows] = out
+            self._store_slice(first, rows, batch, plan, correction, out)
         else:
             index = torch.tensor(slots, dtype=torch.int64, device=self.device)
             slab.write(index, Entries(write_rows(batch, plan, correction, None, out), out, True))
         return plan.out_lengths
+
+    def _slice_views(
+        self, first: int, rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Slab slots ``[first, first + rows)`` as values, as their bits, and their lengths
+        (views, made once per slice)."""
+        views = self._slices.get((first, rows))
+        if views is None:
+            slab = self.slab
+            ints = _INT_OF_SIZE[slab.kv.element_size()]
+            views = self._slices[(first, rows)] = (
+                slab.kv.narrow(2, first, rows),
+                slab.kv.view(ints).narrow(2, first, rows),
+                slab.lengths.narrow(0, first, rows),
+            )
+        return views
+
+    def _store_slice(
+        self,
+        first: int,
+        rows: int,
+        batch: Batch,
+        plan: RowPlan,
+        correction: Correction,
+        out: torch.Tensor,
+    ) -> None:
+        """``write_rows`` into slab slots ``[first, first + rows)`` (one simulation's
+        children), in the fewest ops: the slot slice's views are made once, the kept-columns
+        bits and the window weights come from the per-length tables in one lookup each."""
+        values, bits_view, lengths = self._slice_views(first, rows)
+        table = row_tables(self.context_length, values.dtype, values.device)
+        kv = batch.kv
+        # The kept columns, +0.0 elsewhere: a bit mask (exact for any value).
+        torch.bitwise_and(kv.view(bits_view.dtype), table.bits.index_select(2, out), out=bits_view)
+        if all(plan.windowed):
+            values.add_(correction.padded)
+        elif any(plan.windowed):
+            values.addcmul_(correction.padded, table.weight.index_select(2, batch.lengths))
+        lengths.copy_(out)
 
     # ------------------------------------------------------------------ roots
     @exclusive

@@ -64,9 +64,7 @@ def test_search_cache_machine_catches_a_planted_bug(
         monkeypatch.setattr(search.SearchCache, "_slot", _rows_share_a_slot)
     elif bug == "new search keeps nodes":
         begin = search.SearchCache.begin_search.__wrapped__  # type: ignore[attr-defined]
-        monkeypatch.setattr(
-            search.SearchCache, "begin_search", exclusive(_keeps_old_nodes(begin))
-        )
+        monkeypatch.setattr(search.SearchCache, "begin_search", exclusive(_keeps_old_nodes(begin)))
     else:
         monkeypatch.setattr(search, "_plan", _no_window)
     with pytest.raises(AssertionError):

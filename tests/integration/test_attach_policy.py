@@ -17,6 +17,7 @@ config through ``create_policy``), searched by LightZero's own C++ tree.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from typing import Any
@@ -40,7 +41,7 @@ try:
     from zerokv.testing import lightzero_policy as lp
 
     lp.stub_tensorboard()
-    from zoo.classic_control.cartpole.config import cartpole_unizero_config  # noqa: F401
+    importlib.import_module("zoo.classic_control.cartpole.config.cartpole_unizero_config")
 
     MISSING = ""
 except Exception as err:  # LightZero, its zoo or DI-engine's policy stack missing
@@ -214,7 +215,7 @@ def test_pomdp_aliasing_each_node_keeps_its_own_context() -> None:
                 seen.setdefault(depth, n)
             return stored
 
-        cache.store_nodes = record  # type: ignore[method-assign]
+        cache.store_nodes = record
         lp.drive((policy,), steps=1)
         # Depth 1 and depth 2 share a latent but not a context (the window caps deeper
         # ones at cl - 3 tokens); LightZero's latent key gives them one entry.

@@ -376,11 +376,15 @@ def drive(
     ready_env_ids: bool | None = None,
     on_initial: Callable[[float], None] | None = None,
     on_recurrent: Callable[[float], None] | None = None,
+    search: Any = None,
 ) -> Trace:
     """The seeded call sequence (module docstring); ``on_*`` receive each call's seconds.
 
     ``ready_env_ids`` passes ``ready_env_id=`` to ``initial_inference`` (LightZero main);
-    default: when the model's ``initial_inference`` takes it.
+    default: when the model's ``initial_inference`` takes it. ``search`` (a
+    ``zerokv.lightzero.NodeAttachment``) is told what LightZero's tree would tell it: a
+    search starts on the ready rows, and before each recurrent call every leaf's parent
+    address (the picked node's index in its tree, its row).
     """
     import inspect
 
@@ -412,8 +416,12 @@ def drive(
             roots = out.latent_state.detach().cpu().numpy()
             nodes: list[list[tuple[Any, int]]] = [[(roots[i], 0)] for i in range(len(ready))]
             history = []
+            if search is not None:
+                search.begin_search(len(ready))
             for sim in range(schedule.simulations):
                 picks = [int(torch.randint(len(tree), (1,), generator=gen)) for tree in nodes]
+                if search is not None:
+                    search.note_leaves(picks, list(range(len(ready))))
                 parents = np.stack([tree[p][0] for tree, p in zip(nodes, picks)])
                 depth = [tree[p][1] + 1 for tree, p in zip(nodes, picks)]
                 actions = torch.randint(shape.actions, (len(ready),), generator=gen)
@@ -426,6 +434,8 @@ def drive(
                 children = rec.latent_state.detach().cpu().numpy()
                 for i, tree in enumerate(nodes):
                     tree.append((children[i], depth[i]))
+            if search is not None:
+                search.end_search()
             chosen = torch.randint(shape.actions, (len(ready),), generator=gen).tolist()
             for i, env in enumerate(ready):
                 last_obs[env] = obs[i]
@@ -506,13 +516,15 @@ class BenchResult:
     zerokv_sync_ops: dict[str, int]
     #: ``breakdown``: microseconds per recurrent call in each of attach's calls.
     stages: dict[str, float] = field(default_factory=dict)
+    #: The node-addressed cache (``attach_nodes``): medians as ``zerokv``'s, and
+    #: ``node_counts``.
+    node: dict[str, float] = field(default_factory=dict)
+    node_counts: dict[str, float] = field(default_factory=dict)
 
-    def ratios(self) -> dict[str, float]:
-        return {
-            k: self.lightzero[k] / self.zerokv[k]
-            for k in self.lightzero
-            if self.zerokv.get(k, 0.0) > 0.0
-        }
+    def ratios(self, of: str = "zerokv") -> dict[str, float]:
+        """LightZero's medians over ``of``'s (``"zerokv"``: attach; ``"node"``)."""
+        mine = self.zerokv if of == "zerokv" else self.node
+        return {k: self.lightzero[k] / mine[k] for k in self.lightzero if mine.get(k, 0.0) > 0.0}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -525,6 +537,9 @@ class BenchResult:
             "zerokv_syncs_per_recurrent_call": self.zerokv_syncs,
             "zerokv_sync_ops": self.zerokv_sync_ops,
             "zerokv_stages_us": self.stages,
+            "node_ms": self.node,
+            "node_ratios": self.ratios("node"),
+            "node_counts_per_recurrent_call": self.node_counts,
         }
 
 
@@ -536,16 +551,35 @@ def _timed_run(
     model: LightZeroObject,
     shape: Shape,
     schedule: Schedule,
-    attached: bool,
+    attached: bool | str,
     options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """One run; per call medians: initial, recurrent, cache code per recurrent call."""
+    """One run; per call medians: initial, recurrent, cache code per recurrent call.
+    ``attached``: False (LightZero's caching), True (``attach``) or ``"node"`` (the
+    node-addressed cache, addresses from the schedule as LightZero's tree gives them)."""
     from zerokv.lightzero.attach import attach
 
     initial: list[float] = []
     recurrent: list[float] = []
     wm = model.world_model
-    if attached:
+    if attached == "node":
+        from zerokv.lightzero.policy import attach_nodes
+
+        nodes = attach_nodes(model, **(options or {}))
+        try:
+            drive(
+                model,
+                shape,
+                schedule,
+                on_initial=initial.append,
+                on_recurrent=recurrent.append,
+                search=nodes,
+            )
+            cache = nodes.counts.recurrent_cache_seconds
+            calls = nodes.counts.recurrent_calls
+        finally:
+            nodes.detach()
+    elif attached:
         attachment = attach(model, **(options or {}))
         try:
             drive(model, shape, schedule, on_initial=initial.append, on_recurrent=recurrent.append)
@@ -626,14 +660,15 @@ def run_benchmark(
         torch.set_num_threads(threads)
     base = build_model(shape, cache_mode="legacy")
     schedule = bench_schedule(shape, steps)
-    results: dict[str, list[dict[str, float]]] = {"lightzero": [], "zerokv": []}
+    results: dict[str, list[dict[str, float]]] = {"lightzero": [], "zerokv": [], "node": []}
+    modes: dict[str, bool | str] = {"lightzero": False, "zerokv": True, "node": "node"}
     for run in range(runs):
-        order = ("lightzero", "zerokv") if run % 2 == 0 else ("zerokv", "lightzero")
+        order = list(modes) if run % 2 == 0 else list(reversed(modes))
         for which in order:
             model = copy.deepcopy(base)
             with quiet():
                 model.world_model.clear_caches()
-            results[which].append(_timed_run(model, shape, schedule, which == "zerokv"))
+            results[which].append(_timed_run(model, shape, schedule, modes[which]))
             if progress is not None:
                 progress(f"{shape_name} run {run + 1}/{runs} {which} done")
     medians = {
@@ -651,7 +686,160 @@ def run_benchmark(
         zk_syncs,
         ops,
         stages,
+        medians["node"],
+        node_counts(base, shape),
     )
+
+
+def _timed_call(fn: Callable[..., Any], spent: dict[str, float], name: str) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - start
+
+    return run
+
+
+@dataclass
+class SearchResult:
+    """One whole search as a user runs it: LightZero's UniZero policy (CartPole zoo config)
+    and a twin with ``attach_policy``, ``collect_mode.forward`` timed interleaved."""
+
+    rows: int
+    simulations: int
+    steps: int
+    root_level: str
+    lightzero_ms: list[float]
+    zerokv_ms: list[float]
+    host_reads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "simulations": self.simulations,
+            "steps": self.steps,
+            "root_logger": self.root_level,
+            "lightzero_ms_median": statistics.median(self.lightzero_ms),
+            "zerokv_ms_median": statistics.median(self.zerokv_ms),
+            "lightzero_ms_range": [min(self.lightzero_ms), max(self.lightzero_ms)],
+            "zerokv_ms_range": [min(self.zerokv_ms), max(self.zerokv_ms)],
+            "ratio": statistics.median(self.lightzero_ms) / statistics.median(self.zerokv_ms),
+            "zerokv_host_reads_in_cache_code": self.host_reads,
+        }
+
+
+def run_search_benchmark(steps: int = 20, warmup: int = 2, seed: int = 0) -> SearchResult:
+    """``collect_mode.forward`` of two policies with one config and the same weights (one
+    on LightZero's caches, one on ``attach_policy``'s), the same observations and numpy
+    seed, alternating which goes first; the root logger as LightZero's import left it."""
+    import numpy as np
+
+    from zerokv.lightzero import attach_policy
+    from zerokv.testing import lightzero_policy as lp
+
+    plain, node = lp.build_policy(seed=seed), lp.build_policy(seed=seed)
+    attachment = attach_policy(node)
+    cfg = plain._cfg
+    rows, actions = int(cfg.collector_env_num), int(cfg.model.action_space_size)
+    obs_dim = int(cfg.model.observation_shape)
+    rng = np.random.default_rng(seed)
+    times: dict[str, list[float]] = {"lightzero": [], "zerokv": []}
+    policies = {"lightzero": plain, "zerokv": node}
+    try:
+        for policy in policies.values():
+            policy.collect_mode.reset()
+        for step in range(warmup + steps):
+            obs = torch.as_tensor(rng.normal(size=(rows, obs_dim)).astype(np.float32))
+            mask = np.ones((rows, actions), dtype=np.float32)
+            noise = int(rng.integers(1 << 31))
+            order = ("lightzero", "zerokv") if step % 2 == 0 else ("zerokv", "lightzero")
+            for which in order:
+                np.random.seed(noise)
+                start = time.perf_counter()
+                policies[which].collect_mode.forward(
+                    obs.clone(), mask, 1.0, [-1] * rows, 0.0, np.arange(rows), [step] * rows
+                )
+                if step >= warmup:
+                    times[which].append(1e3 * (time.perf_counter() - start))
+        reads = attachment.stats()["host_reads"]
+    finally:
+        attachment.detach()
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    return SearchResult(
+        rows, int(cfg.num_simulations), steps, level, times["lightzero"], times["zerokv"], reads
+    )
+
+
+def format_search(result: SearchResult) -> str:
+    d = result.to_dict()
+    return "\n".join(
+        [
+            f"One whole search: `collect_mode.forward`, LightZero's UniZero policy (CartPole "
+            f"zoo config), {result.rows} environments x {result.simulations} simulations, "
+            f"{result.steps} steps interleaved, root logger at {result.root_level}:",
+            "",
+            "| | LightZero | attach_policy | LightZero / attach_policy |",
+            "|---|---:|---:|---:|",
+            f"| ms per collect step (median) | {d['lightzero_ms_median']:.1f} | "
+            f"{d['zerokv_ms_median']:.1f} | {d['ratio']:.2f}x |",
+            f"| range (min - max) | {d['lightzero_ms_range'][0]:.1f} - "
+            f"{d['lightzero_ms_range'][1]:.1f} | {d['zerokv_ms_range'][0]:.1f} - "
+            f"{d['zerokv_ms_range'][1]:.1f} | |",
+            f"| host reads in cache code | | {result.host_reads} | |",
+        ]
+    )
+
+
+def node_counts(base: LightZeroObject, shape: Shape) -> dict[str, float]:
+    """Per ``recurrent_inference`` (one simulation step of every row), the node cache's
+    work as CUDA would see it: torch ops (and the views among them) and device-to-host
+    syncs in its two calls (``gather_reserve``, ``store_nodes``) under the dispatch counter,
+    plus the attachment's own host reads; and the microseconds of each call."""
+    from zerokv import checks
+    from zerokv.bench.workload import DispatchCounter
+    from zerokv.lightzero.policy import attach_nodes
+
+    model = copy.deepcopy(base)
+    schedule = Schedule(steps=2, simulations=shape.num_simulations)
+    with checks.shortcuts(False):
+        nodes = attach_nodes(model)
+        cache = nodes.cache
+        counter = DispatchCounter()
+        spent = {"gather_reserve": 0.0, "store_nodes": 0.0}
+        saved = {name: getattr(cache, name) for name in spent}
+
+        def counted(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                with counter:
+                    return fn(*args, **kwargs)
+
+            return run
+
+        try:
+            drive(model, shape, Schedule(steps=1, simulations=2), search=nodes)  # warm-up
+            timed = {name: _timed_call(fn, spent, name) for name, fn in saved.items()}
+            for name, fn in timed.items():
+                setattr(cache, name, fn)
+            before = nodes.counts.recurrent_calls
+            drive(model, shape, schedule, search=nodes)  # the times, without the counter
+            calls = max(nodes.counts.recurrent_calls - before, 1)
+            for name, fn in saved.items():
+                setattr(cache, name, counted(name, fn))
+            before = nodes.counts.recurrent_calls
+            drive(model, shape, schedule, search=nodes)  # the op counts
+            counted_calls = max(nodes.counts.recurrent_calls - before, 1)
+        finally:
+            nodes.detach()
+    return {
+        "ops": counter.ops / counted_calls,
+        "views": counter.views / counted_calls,
+        "syncs": (counter.syncs + nodes.stats()["host_reads"]) / counted_calls,
+        "gather_us": 1e6 * spent["gather_reserve"] / calls,
+        "store_us": 1e6 * spent["store_nodes"] / calls,
+        "copy_floor_us": copy_floor_us(shape),
+    }
 
 
 def count_syncs(base: LightZeroObject, shape: Shape) -> tuple[float, float, dict[str, int]]:
@@ -856,6 +1044,40 @@ def format_results(results: Sequence[BenchResult]) -> str:
         if r.stages:
             cells = [f"{r.stages[s]:.0f}" for s in (*STAGES, "other", "total", "copy_floor")]
             lines.append(f"| {r.shape} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The node-addressed cache (`attach_policy`'s: addresses from the search, no hashing):",
+        "",
+        "| shape | call | LightZero (ms) | node cache (ms) | LightZero / node cache |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        if not r.node:
+            continue
+        ratios = r.ratios("node")
+        for key, label in names.items():
+            lines.append(
+                f"| {r.shape} | {label} | {r.lightzero[key]:.3f} | {r.node[key]:.3f} | "
+                f"{ratios.get(key, float('nan')):.2f}x |"
+            )
+    lines += [
+        "",
+        "Node cache per `recurrent_inference` (CUDA's code path; us inside a run):",
+        "",
+        "| shape | torch ops (views) | host syncs | `gather_reserve` us | `store_nodes` us "
+        "| copy floor us | cache code / copy floor |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        c = r.node_counts
+        if not c:
+            continue
+        floor = c["copy_floor_us"]
+        code = 1e3 * r.node.get("cache_code_per_recurrent", float("nan"))
+        lines.append(
+            f"| {r.shape} | {c['ops']:.1f} ({c['views']:.1f}) | {c['syncs']:.1f} | "
+            f"{c['gather_us']:.0f} | {c['store_us']:.0f} | {floor:.0f} | {code / floor:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -879,7 +1101,6 @@ def main(
     except LightZeroMissing as err:
         error(str(err))
         return 2
-    logging.getLogger("zerokv").setLevel(logging.INFO)  # LightZero's import sets DEBUG
     steps = steps or 4
     runs = repeats or 5
     emit(
@@ -896,11 +1117,26 @@ def main(
         results.append(run_benchmark(name, runs=runs, steps=steps, threads=threads, progress=None))
     emit("")
     emit(format_results(results))
+    search: SearchResult | None = None
+    if "cartpole" in shapes:
+        try:
+            search = run_search_benchmark(steps=max(steps * 4, 8))
+        except ImportError as err:  # DI-engine's policy stack or LightZero's zoo missing
+            emit(f"\n(no whole-search benchmark: {err})")
+        else:
+            emit("")
+            emit(format_search(search))
     if json_path:
         import json
 
         with open(json_path, "w", encoding="utf-8") as fh:
             json.dump(
-                {"lightzero": version, "results": [r.to_dict() for r in results]}, fh, indent=2
+                {
+                    "lightzero": version,
+                    "results": [r.to_dict() for r in results],
+                    "search": None if search is None else search.to_dict(),
+                },
+                fh,
+                indent=2,
             )
     return 0

@@ -56,7 +56,7 @@ from zerokv.lightzero.manager import (
     KVCacheManager,
     KVCachePool,
 )
-from zerokv.lightzero.policy import NodeAttachment, PolicyAttachment, attach_policy
+from zerokv.lightzero.policy import NodeAttachment, PolicyAttachment, attach_nodes, attach_policy
 from zerokv.lightzero.store import KVSnapshot
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "NodeAttachment",
     "PolicyAttachment",
     "attach",
+    "attach_nodes",
     "attach_policy",
     "attached",
     "attachment_of",

@@ -42,6 +42,7 @@ bits change (LightZero's root lookup then misses and drops the history).
 from __future__ import annotations
 
 import threading
+import time
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,7 +61,7 @@ from zerokv.lightzero.attach import (
 )
 from zerokv.search import NodeAddress, SearchBatch, SearchCache, SearchConfig
 
-__all__ = ["NodeAttachment", "PolicyAttachment", "attach_policy"]
+__all__ = ["NodeAttachment", "PolicyAttachment", "attach_nodes", "attach_policy"]
 
 #: The MCTS class whose search ``attach_policy`` wraps (LightZero's C++ tree search).
 MCTS_CLASS = ("lzero.mcts.tree_search.mcts_ctree", "UniZeroMCTSCtree")
@@ -245,11 +246,17 @@ class NodeAttachment(Attachment):
         children = [NodeAddress(simulation_index + 1, b) for b in range(rows)]
         depths = [int(d) for d in search_depth]
         _, action = state_action_history[-1]
+        clock = time.perf_counter
         with torch.no_grad():
+            begin = clock()
             batch = self.cache.gather_reserve(search, parents, 2)
             sizes = [n - 2 for n in batch.host_lengths]
+            spent = clock() - begin
             out, reward = self._recurrent_forwards(batch.kv, sizes, action, start_pos, search_depth)
+            begin = clock()
             self.cache.store_nodes(search, parents, children, depths, batch, self.correction())
+            spent += clock() - begin
+        self.counts.recurrent_cache_seconds += spent
         self._pending = None
         wm.total_query_count += rows
         wm.hit_count += rows
@@ -430,3 +437,17 @@ def attach_policy(policy: LightZeroObject, **options: Any) -> PolicyAttachment:
     default the most any of the policy's searches makes). Raises ``ConfigError`` for an
     unsupported policy, MCTS or option, changing nothing then."""
     return PolicyAttachment(policy, **options)
+
+
+def attach_nodes(world_model: LightZeroObject, **options: Any) -> NodeAttachment:
+    """A world model on the node-addressed cache for a caller that drives the search itself
+    and says, before each ``recurrent_inference``, what LightZero's tree would say:
+    ``begin_search(rows)``, ``note_leaves(index_in_path, index_in_batch)``, ``end_search()``
+    (``attach_policy`` does it for LightZero's MCTS). Options as ``NodeAttachment``'s."""
+    wm = _world_model(world_model)
+    if attachment_of(wm) is not None:
+        raise ConfigError("this world model is already attached; detach() it first")
+    attachment = NodeAttachment(world_model, **options)
+    register_attachment(wm, attachment)
+    attachment._install()
+    return attachment

@@ -21,6 +21,7 @@ one process, never across runs.
 from __future__ import annotations
 
 import copy
+import importlib
 import sys
 import types
 from collections.abc import Callable
@@ -67,12 +68,10 @@ def build_policy(
     of a search has the same latent while rewards, values and policies still depend on the
     context: POMDP aliasing in its purest form."""
     stub_tensorboard()
-    from ding.config import compile_config
-    from ding.policy import create_policy
-    from zoo.classic_control.cartpole.config.cartpole_unizero_config import (
-        create_config,
-        main_config,
-    )
+    compile_config = importlib.import_module("ding.config").compile_config
+    create_policy = importlib.import_module("ding.policy").create_policy
+    zoo = importlib.import_module("zoo.classic_control.cartpole.config.cartpole_unizero_config")
+    create_config, main_config = zoo.create_config, zoo.main_config
 
     cfg = copy.deepcopy(main_config)
     cfg.policy.model.world_model_cfg.rotary_emb = rotary
@@ -107,8 +106,7 @@ def twin(policy: Any, seed: int = 0) -> Any:
     """A second policy of ``policy``'s config with ``policy``'s weights."""
     cfg = policy._cfg
     torch.manual_seed(seed)
-    from ding.policy import create_policy
-
+    create_policy = importlib.import_module("ding.policy").create_policy
     other = create_policy(copy.deepcopy(cfg), enable_field=["learn", "collect", "eval"])
     other._model.load_state_dict(policy._model.state_dict())
     wm = _world(other)
