@@ -222,3 +222,45 @@ def test_pomdp_aliasing_each_node_keeps_its_own_context() -> None:
         assert {1, 2} <= seen.keys() and seen[2] == seen[1] + 2, seen
     finally:
         attachment.detach()
+
+
+def test_reencoded_root_keeps_its_history() -> None:
+    """An environment's last observation re-encoded with other low bits (as a ready subset
+    changes the encoder's batch): LightZero's root lookup misses and the step restarts from
+    the last latent alone; the node cache's root entry is the environment's own, so the
+    history stays (its length grows by 2 per step, as a context should)."""
+    import numpy as np
+
+    from zerokv.bench.unizero import SHAPES, build_model
+    from zerokv.lightzero import attach_nodes
+
+    shape = SHAPES["tiny-vector"]
+    lightzero, zerokv = build_model(shape), build_model(shape)  # one seed: same weights
+    nodes = attach_nodes(zerokv)
+    envs, dim = shape.env_num, shape.observation_shape
+    assert isinstance(dim, int)
+    gen = torch.Generator().manual_seed(0)
+    obs = [torch.randn(envs, dim, generator=gen) for _ in range(3)]
+    steps = np.zeros(envs, dtype=np.int64)
+    action = [1] * envs
+    # Re-encoding noise of a few ulps: the same observation as far as the task goes.
+    reencoded = obs[1] * (1 + 2**-18)
+    calls = [
+        (torch.zeros(envs, dim), [-1] * envs, obs[0]),
+        (obs[0], action, obs[1]),
+        (reencoded, action, obs[2]),  # the same observation, other low bits
+    ]
+    hits, lengths = [], []
+    try:
+        for last, act, current in calls:
+            lightzero.initial_inference(last, act, current, steps)
+            zerokv.initial_inference(last, act, current, steps)
+            hits.append(lightzero.world_model.root_hit_cnt)
+            lengths.append(list(nodes.cache.root_lengths))
+    finally:
+        nodes.detach()
+    assert hits[1] - hits[0] == envs  # step 1: every root found by its key
+    assert hits[2] - hits[1] == 0  # step 2: the re-encoded key finds nothing: history lost
+    cl = shape.context_length
+    assert lengths[0] == [1] * envs and lengths[1] == [3] * envs
+    assert lengths[2] == [min(5, cl - 3)] * envs  # the node cache kept each history
