@@ -7,6 +7,8 @@ same names for the same concepts:
   one recurrent pool, hierarchical lookup, batched stores, searches, statistics;
 * ``SlotPool`` (``zerokv.pool``) - a pool (or a group of pools) of one policy: an index
   (``zerokv.index``: the device or the host backend) over slots of a ``Slab``;
+* ``SearchCache`` (``zerokv.search``) - the node-addressed tier: roots per environment and
+  one search's nodes at the addresses the search hands out;
 * ``Rows`` (``zerokv.rows``) - the per-row arguments of a batched call, validated once;
 * ``Batch``, ``Entries``, ``Correction`` and ``assemble`` / ``append`` / ``split`` /
   ``window`` / ``remove_registers`` / ``store_rows`` (``zerokv.entry``);
@@ -38,6 +40,7 @@ from zerokv.index import Lookup, PutResult, TierLookup
 from zerokv.keys import keys_and_fingerprints, legacy_keys, weak_keys, zkv64_keys
 from zerokv.manager import CacheConfig, CacheManager
 from zerokv.pool import SlotPool
+from zerokv.search import NodeAddress, SearchBatch, SearchCache, SearchConfig
 from zerokv.shadow import ShadowDivergence, ShadowManager
 from zerokv_spec.manager import Scope, Tier
 from zerokv_spec.pool import LookupStatus, Policy
@@ -48,6 +51,10 @@ logging.getLogger("zerokv").addHandler(logging.NullHandler())
 __version__ = "0.1.0"
 
 __all__ = [
+    "NodeAddress",
+    "SearchBatch",
+    "SearchCache",
+    "SearchConfig",
     "Batch",
     "CacheConfig",
     "CacheManager",

@@ -9,6 +9,7 @@ Pure Python (standard library only). Each module owns one concept:
 * ``pool``    - slot pools and the FIFO / LRU / PRIORITY eviction policies;
 * ``entry``   - entries and batches: assemble, append, split, window, registers;
 * ``manager`` - root and recurrent tiers, hierarchical lookup, searches, clearing;
+* ``search``  - the node-addressed tier: roots per environment, a search's nodes by address;
 * ``drivers`` - bounded CrossHair drivers over all of the above (a package, not imported
   here).
 
@@ -49,9 +50,14 @@ from zerokv_spec.pool import (
     SlotPool,
     make_pool,
 )
+from zerokv_spec.search import NodeAddress, SearchCache, SearchConfig, child_length
 from zerokv_spec.stats import ManagerStats, PoolStats
 
 __all__ = [
+    "NodeAddress",
+    "SearchCache",
+    "SearchConfig",
+    "child_length",
     "Batch",
     "CacheManager",
     "Correction",

@@ -78,6 +78,7 @@ HOST = "impl/zerokv/index/host.py"
 ENTRY = "impl/zerokv/entry.py"
 SLAB = "impl/zerokv/slab.py"
 MANAGER = "impl/zerokv/manager.py"
+GUARD = "impl/zerokv/guard.py"
 ROWS = "impl/zerokv/rows.py"
 KEYS_MOD = "impl/zerokv/keys.py"
 RELIABILITY_T = "tests/test_reliability.py"
@@ -421,7 +422,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "CacheManager: a second thread waits for the lock instead of being refused",
         (
             Edit(
-                MANAGER,
+                GUARD,
                 "if not self._busy.acquire(blocking=False):",
                 "if not self._busy.acquire(blocking=True):",
             ),
