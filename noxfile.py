@@ -105,7 +105,8 @@ CROSSHAIR_WALL_CLOCK_LIMIT = 600
 #: LightZero's release on the package index, for the ``integration`` session.
 LIGHTZERO_REQUIREMENT = "lightzero==0.2.0"
 
-#: What ``lzero.model.unizero_model`` (LightZero 0.2.0's UniZero model) imports, installed
+#: What ``lzero.model.unizero_model`` (LightZero 0.2.0's UniZero model) and its UniZero
+#: policy import, installed
 #: with ``--no-deps`` so that nothing replaces the pinned torch: LightZero's own
 #: requirements (gym, gymnasium, wandb, matplotlib, ...) serve its policies, buffers and
 #: entry points, which the integration tests do not import. Found by importing the model
@@ -144,6 +145,29 @@ LIGHTZERO_PACKAGES: list[str] = [
     "protobuf",
     "gym==0.25.1",
     "xxhash",
+    # LightZero's UniZero policy through DI-engine's create_policy on the CartPole zoo
+    # config (tests/integration/test_attach_policy.py): ding.envs / data / framework, the
+    # zoo env's matplotlib, lzero.policy's utils. wandb and tensorboard are stubbed
+    # (zerokv.testing.lightzero_policy.stub_tensorboard).
+    "gymnasium",
+    "hickle",
+    "h5py",
+    "mpire",
+    "tqdm",
+    "redis",
+    "pynng",
+    "cffi",
+    "sniffio",
+    "matplotlib",
+    "pillow",
+    "pyparsing",
+    "cycler",
+    "python-dateutil",
+    "kiwisolver",
+    "fonttools",
+    "scipy",
+    "psutil",
+    "pympler",
 ]
 
 MYPY_TARGETS: list[str] = ["spec/zerokv_spec", "impl/zerokv", "tests", "noxfile.py"]

@@ -179,10 +179,15 @@ def test_bad_input_is_refused_and_changes_nothing() -> None:
     other.detach()
     _same(before, _snapshot(policy))
 
-    small = attach_policy(policy, num_simulations=3)  # a search larger than the pool
+    with pytest.raises(ConfigError, match="below the 25 simulations"):
+        attach_policy(policy, num_simulations=3)  # a search larger than the pool
+    _same(before, _snapshot(policy))
+    small = attach_policy(policy)
     try:
-        with pytest.raises(NodeRangeError, match="outside"):
+        policy._mcts_collect._cfg.num_simulations = 40  # the config changed after attach
+        with pytest.raises(NodeRangeError, match="40 simulations"):
             lp.drive((policy,), steps=1)
+        policy._mcts_collect._cfg.num_simulations = 25
         wm = policy._collect_model.world_model
         with pytest.raises(UnsupportedOperationError, match="outside a search"):
             wm.forward_recurrent_inference([(None, torch.zeros(1))], 0, [1], 0)

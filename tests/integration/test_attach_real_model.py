@@ -21,9 +21,7 @@ one environment (a mixed root batch) and compares with both the legacy dicts and
 from __future__ import annotations
 
 import copy
-import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -64,18 +62,6 @@ SCHEDULE_020 = Schedule(steps=7, simulations=10, restart_all=frozenset({3}), cle
 #: main: also a step with env 1 not ready, env 3's episode end (a mixed root batch next).
 SCHEDULE_MAIN = unizero.MAIN_SCHEDULE
 COUNTERS = ("root_hit_cnt", "root_total_query_cnt", "hit_count", "total_query_count")
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    """LightZero's import sets the root logger to DEBUG: zerokv's per-row debug records
-    would then run (and read the device) on every call."""
-    level = logging.getLogger("zerokv").level
-    logging.getLogger("zerokv").setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logging.getLogger("zerokv").setLevel(level)
 
 
 def configs() -> list[tuple[Shape, bool, str]]:
@@ -133,6 +119,39 @@ def test_outputs_equal_lightzero_bit_for_bit(shape: Shape, rotary: bool, mode: s
         assert stats["host_reads"] == stats["recurrent_calls"] + stats["root_batches"]
     finally:
         attachment.detach()
+
+
+#: The node cache's sequence: the version's, less main's ready subset (a re-encoded root:
+#: LightZero's lookup misses there on purpose, ``test_reencoded_root_keeps_its_history``).
+SCHEDULE_NODES_MAIN = Schedule(steps=7, simulations=10, restart_env={2: 3}, clear=frozenset({5}))
+
+
+@pytest.mark.parametrize(
+    ("shape", "rotary", "mode"),
+    configs(),
+    ids=lambda v: v.name if isinstance(v, Shape) else ("rotary" if v is True else str(v)),
+)
+def test_node_cache_outputs_equal_lightzero_bit_for_bit(
+    shape: Shape, rotary: bool, mode: str
+) -> None:
+    """The node-addressed cache (``attach_nodes``: ``attach_policy``'s), driven by the same
+    sequence with the addresses its trees give, against LightZero's own caching."""
+    from zerokv.lightzero import attach_nodes
+
+    sched = SCHEDULE_NODES_MAIN if VERSION == LIGHTZERO_MAIN else SCHEDULE_020
+    base = build_model(shape, cache_mode=mode, rotary=rotary)
+    theirs, ours = copy.deepcopy(base), copy.deepcopy(base)
+    trace_theirs = drive(theirs, shape, sched)
+    nodes = attach_nodes(ours)
+    try:
+        trace_ours = drive(ours, shape, sched, search=nodes)
+        compare(trace_theirs, trace_ours, ("LightZero", "node cache"))
+        stats = nodes.stats()
+        assert stats["recurrent_calls"] == sched.steps * sched.simulations
+        assert stats["host_reads"] == 0
+        assert stats["recomputed_misses"] >= shape.env_num  # after clear_caches()
+    finally:
+        nodes.detach()
 
 
 @pytest.mark.compiled

@@ -202,6 +202,19 @@ class NodeAttachment(Attachment):
         self._root_env_ids = list(env_ids)
         return out
 
+    def _mixed(
+        self,
+        last: torch.Tensor,
+        action: Any,
+        current: torch.Tensor,
+        start_pos: Any,
+        env_ids: list[int],
+        first: list[bool],
+    ) -> Any:
+        out = super()._mixed(last, action, current, start_pos, env_ids, first)
+        self._root_env_ids = list(env_ids)  # the search's rows: the whole batch, in order
+        return out
+
     def forward_initial_inference(self, obs_act_dict: Any, start_pos: Any = 0) -> tuple[Any, ...]:
         """LightZero's ``forward_initial_inference`` (encode, root step) on the node cache."""
         self._check_live()
@@ -309,6 +322,11 @@ class _TreeRecorder:
         return getattr(self._real, name)
 
 
+def _search_simulations(mcts: object) -> int:
+    """How many simulations ``mcts``'s searches make (its config's ``num_simulations``)."""
+    return int(getattr(getattr(mcts, "_cfg", None), "num_simulations", 0) or 0)
+
+
 def _mcts_search(mcts: object) -> Callable[..., Any]:
     """LightZero's ``search`` function of ``mcts`` (``ConfigError`` for another MCTS)."""
     cls = type(mcts)
@@ -339,6 +357,12 @@ def _wrapped_search(
     code.__kwdefaults__ = search.__kwdefaults__
 
     def run(roots: Any, *args: Any, **kwargs: Any) -> Any:
+        sims = _search_simulations(mcts)
+        if sims > attachment.cache.num_simulations:
+            raise NodeRangeError(
+                f"a search of {sims} simulations; the node cache holds "
+                f"{attachment.cache.num_simulations} per row (attach_policy(num_simulations=))"
+            )
         attachment.begin_search(int(roots.num))
         try:
             return code(mcts, roots, *args, **kwargs)
@@ -371,8 +395,15 @@ class PolicyAttachment:
         if attachment_of(wm) is not None:
             raise ConfigError("this policy's world model is already attached; detach() it first")
         searches = {name: _mcts_search(m) for name, m in present.items()}
+        needed = max([_policy_simulations(policy), *map(_search_simulations, present.values())])
         if "num_simulations" not in options:
-            options["num_simulations"] = _policy_simulations(policy)
+            options["num_simulations"] = needed
+        sims = options["num_simulations"]
+        if isinstance(sims, int) and not isinstance(sims, bool) and 1 <= sims < needed:
+            raise ConfigError(
+                f"num_simulations={sims} is below the {needed} simulations of the policy's "
+                "searches: a search would run out of node addresses"
+            )
         self.policy = policy
         self.world = NodeAttachment(wm, **options)
         self.mcts = present

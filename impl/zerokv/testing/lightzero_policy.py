@@ -35,8 +35,13 @@ __all__ = ["Lockstep", "Tap", "build_policy", "drive", "stub_tensorboard", "twin
 
 
 def stub_tensorboard() -> None:
-    """``lzero.policy`` imports ``torch.utils.tensorboard`` (through ``lzero.entry``); where
-    the ``tensorboard`` package is missing, a stand-in whose writer does nothing."""
+    """``lzero.policy`` imports ``torch.utils.tensorboard`` (through ``lzero.entry``) and
+    ``wandb`` (used only with ``use_wandb``); where a package is missing, a stand-in: a
+    ``SummaryWriter`` that does nothing, an empty ``wandb`` module."""
+    try:
+        importlib.import_module("wandb")
+    except ImportError:
+        sys.modules["wandb"] = types.ModuleType("wandb")
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
