@@ -194,6 +194,44 @@ def test_every_store_and_clear_makes_earlier_lookups_stale(
         manager.gather(found)
 
 
+def test_stores_and_clears_through_the_tiers_make_lookups_stale(manager: CacheManager) -> None:
+    """The reliability report's bypass: clearing and storing through ``manager.root`` (a
+    documented attribute) used to leave a lookup of key 1 gathering key 2's K/V."""
+    fill(manager, 0, 1, 1.0)
+    found = manager.lookup_many([0], keys(1))
+    manager.root.clear(0)
+    with pytest.raises(StaleLookupError):
+        manager.gather(found)
+    kv = torch.full((L, 2, 1, H, CL, D), 2.0)
+    found = manager.lookup_many([0], keys(1))
+    manager.root.put_many(keys(2), Entries(kv, keys(8)), pool_ids=[0])
+    with pytest.raises(StaleLookupError):
+        manager.gather(found)
+    found = manager.lookup_many([0], keys(2))
+    manager.recurrent.put_many(keys(7), Entries(kv, keys(8)))
+    with pytest.raises(StaleLookupError):
+        manager.gather(found)
+
+
+def test_a_standalone_pool_refuses_a_stale_lookup() -> None:
+    from zerokv import SlotPool
+
+    pool = SlotPool(2, num_layers=L, num_heads=H, head_dim=D, context_length=CL)
+    kv = torch.ones(L, 2, 1, H, CL, D)
+    pool.put_many(keys(1), Entries(kv, keys(3)))
+    found = pool.get_many(keys(1))
+    assert pool.gather(found).lengths.tolist() == [3]
+    pool.clear()
+    pool.put_many(keys(2), Entries(kv * 2, keys(3)))
+    with pytest.raises(StaleLookupError, match="pool changed"):
+        pool.gather(found)
+    with pytest.raises(StaleLookupError, match="pool changed"):
+        pool.read(found)
+    other = SlotPool(2, num_layers=L, num_heads=H, head_dim=D, context_length=CL)
+    with pytest.raises(StaleLookupError, match="another pool"):
+        other.gather(pool.get_many(keys(2)))
+
+
 def test_a_store_of_no_rows_changes_nothing_and_stales_nothing(manager: CacheManager) -> None:
     found = manager.lookup_many([0], keys(1))
     empty = Entries(torch.zeros(L, 2, 0, H, CL, D), keys(), True)
@@ -236,6 +274,10 @@ def test_a_second_thread_is_refused_while_the_first_is_inside(
             lambda: manager.store_recurrent_many([0], keys(9), entries),
             manager.clear_all,
             manager.stats,
+            # The tiers are guarded by the manager's lock (no bypass through them).
+            lambda: manager.root.clear(0),
+            lambda: manager.recurrent.put_many(keys(5), entries),
+            lambda: manager.root.get_many(keys(1), pool_ids=[0]),
         ]
         for call in calls:
             with pytest.raises(ConcurrentUseError, match="another thread"):

@@ -214,17 +214,14 @@ class CacheManager:
             shared=True,
             bound_envs=cfg.env_num if cfg.scope is Scope.ENV else None,
         )
-        self.root = SlotPool.within(self.slab, root, cfg.policy, cfg.index)
-        self.recurrent = SlotPool.within(self.slab, recurrent, cfg.policy, cfg.index)
+        self._busy = threading.RLock()  # the manager's and its tiers' (zerokv.guard)
+        self.root = SlotPool.within(self.slab, root, cfg.policy, cfg.index, self._busy)
+        self.recurrent = SlotPool.within(self.slab, recurrent, cfg.policy, cfg.index, self._busy)
         self.tiers = {Tier.ROOT: self.root, Tier.RECURRENT: self.recurrent}
         self.shape = self.slab.shape
         #: Lookups so far (a host count); the tiers' hits are their pools' statistics.
         self.queries = 0
-        #: Bumped by every store of at least one row and by every clear: a lookup of an
-        #: older generation is stale (``StaleLookupError``). A host count: no device read.
-        self.generation = 0
         self._owner = next(_MANAGER_IDS)
-        self._busy = threading.RLock()
         self.search_budget: int | None = None
         self.search_used = 0
         log.debug(
@@ -234,6 +231,14 @@ class CacheManager:
             cfg.recurrent_capacity,
             self.slab.entry_bytes,
         )
+
+    @property
+    def generation(self) -> int:
+        """Stores of a row and clears so far, in either tier: a lookup of an older
+        generation is stale (``StaleLookupError``). The tiers own the counts
+        (``SlotPool.generation``), so a store or clear through ``root`` / ``recurrent``
+        counts too. Host ints: no device read."""
+        return self.root.generation + self.recurrent.generation
 
     # ------------------------------------------------------------------ rows
     def _rows(
@@ -337,8 +342,6 @@ class CacheManager:
 
     def _stored(self, tier: Tier, rows: Rows, out: PutResult) -> PutResult:
         """After a store: the generation, the search count, the debug log, the checks."""
-        if rows.count:
-            self.generation += 1
         if tier is Tier.RECURRENT and self.search_budget is not None:
             self.search_used += rows.count
         if trace.per_row(log):  # reads the device: only when tracing (zerokv.trace)
@@ -507,20 +510,17 @@ class CacheManager:
         """Empty environment ``env_id``'s root pool."""
         (env,) = env_id_list([env_id], self.config.env_num)
         self.root.clear(env)
-        self.generation += 1
         log.debug("zerokv: cleared root pool of env %d", env)
 
     @_exclusive
     def clear_roots(self) -> None:
         """Empty every root pool."""
         self.root.clear(None)
-        self.generation += 1
 
     @_exclusive
     def clear_recurrent(self) -> None:
         """Empty the recurrent pool."""
         self.recurrent.clear(None)
-        self.generation += 1
 
     @_exclusive
     def clear_all(self) -> None:

@@ -18,17 +18,29 @@ Host-level queries (``len``, ``in``, ``slot_of``, ``key_at``, ``eviction_order``
 
 A batch store into a FIFO device index runs its put and its slab store as one kernel
 (``put_and_store``, owned here because it joins the index's work and the slab's).
+
+**Generations and threads belong to the pool.** Every store of at least one row, every
+eviction and every clear starts a new ``generation``; a lookup remembers the pool and the
+generation it was made in (``Lookup.stamp``), and ``gather`` / ``read`` refuse an older
+one (``StaleLookupError``). Every public method runs under the pool's lock
+(``zerokv.guard``): a second thread inside gets ``ConcurrentUseError``. A manager's tiers
+share the manager's lock and the manager's generation is theirs, so going through
+``manager.root`` / ``manager.recurrent`` cannot get around either rule.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
 from zerokv import checks
 from zerokv.entry import Batch, Correction, Entries
-from zerokv.errors import ContractViolation, ShapeError
+from zerokv.errors import ContractViolation, ShapeError, StaleLookupError
+from zerokv.guard import exclusive
 from zerokv.index import IndexBackend, Lookup, PutResult, Region, make_index
 from zerokv.index.device import FifoCall, FIFOIndex, FifoResult, fifo_put
 from zerokv.rows import Rows, check_env_range, check_keys, env_id_list, env_tensor
@@ -37,6 +49,9 @@ from zerokv_spec.pool import Policy
 from zerokv_spec.stats import PoolStats
 
 __all__ = ["SlotPool"]
+
+#: A distinct number per pool (``Lookup.stamp``).
+_POOL_IDS = itertools.count()
 
 
 class SlotPool:
@@ -58,16 +73,23 @@ class SlotPool:
     ) -> None:
         region = Region(num_pools, capacity)
         slab = Slab(region.slots, num_layers, num_heads, head_dim, context_length, device, dtype)
-        self._bind(make_index(policy, region, slab.device, index), slab)
+        self._bind(make_index(policy, region, slab.device, index), slab, threading.RLock())
 
     @classmethod
-    def within(cls, slab: Slab, region: Region, policy: Policy, backend: str) -> SlotPool:
-        """A pool group over ``region`` of a shared ``slab`` (a manager's tier)."""
+    def within(
+        cls, slab: Slab, region: Region, policy: Policy, backend: str, lock: threading.RLock
+    ) -> SlotPool:
+        """A pool group over ``region`` of a shared ``slab`` (a manager's tier), under the
+        manager's ``lock``."""
         pool = cls.__new__(cls)
-        pool._bind(make_index(policy, region, slab.device, backend, slab.kernels), slab)
+        pool._bind(make_index(policy, region, slab.device, backend, slab.kernels), slab, lock)
         return pool
 
-    def _bind(self, index: IndexBackend, slab: Slab) -> None:
+    def _bind(self, index: IndexBackend, slab: Slab, lock: threading.RLock) -> None:
+        self._busy = lock
+        #: Bumped by every store of a row, eviction and clear (module docstring).
+        self.generation = 0
+        self._serial = next(_POOL_IDS)
         self.index = index
         self.slab = slab
         self.region = index.region
@@ -114,6 +136,7 @@ class SlotPool:
         return torch.where(hit, flat, torch.full_like(flat, self.region.zero))
 
     # ------------------------------------------------------------------ batched
+    @exclusive
     def get_many(
         self,
         keys: torch.Tensor,
@@ -122,8 +145,10 @@ class SlotPool:
         pool_ids: Sequence[int] | torch.Tensor | None = None,
     ) -> Lookup:
         """The fold of ``get`` (statistics and recency counted)."""
-        return self.index.get_many(self._rows(keys, fingerprints, has_fingerprint, pool_ids))
+        rows = self._rows(keys, fingerprints, has_fingerprint, pool_ids)
+        return self._stamped(self.index.get_many(rows))
 
+    @exclusive
     def peek_many(
         self,
         keys: torch.Tensor,
@@ -133,8 +158,23 @@ class SlotPool:
     ) -> Lookup:
         """Like ``get_many`` without statistics or recency."""
         rows = self._rows(keys, fingerprints, has_fingerprint, pool_ids)
-        return self.index.get_many(rows, count=False)
+        return self._stamped(self.index.get_many(rows, count=False))
 
+    def _stamped(self, outcome: Lookup) -> Lookup:
+        return replace(outcome, stamp=(self._serial, self.generation))
+
+    def _fresh(self, outcome: Lookup) -> Lookup:
+        """``outcome`` if no store, eviction or clear of this pool happened since it."""
+        stamp = outcome.stamp
+        if stamp is not None and stamp != (self._serial, self.generation):
+            raise StaleLookupError(
+                "a lookup used after its pool changed (a store, an eviction or a clear)"
+                if stamp[0] == self._serial
+                else "a lookup made by another pool"
+            )
+        return outcome
+
+    @exclusive
     def gather(
         self,
         outcome: Lookup,
@@ -142,14 +182,16 @@ class SlotPool:
         pool_ids: Sequence[int] | torch.Tensor | None = None,
     ) -> Batch:
         """The hits of ``outcome`` as a batch (``width`` default ``cl``); misses are empty."""
-        return self.slab.gather(self._slots(outcome, pool_ids), width)
+        return self.slab.gather(self._slots(self._fresh(outcome), pool_ids), width)
 
+    @exclusive
     def read(
         self, outcome: Lookup, pool_ids: Sequence[int] | torch.Tensor | None = None
     ) -> Entries:
         """Copies of the hit entries in slab layout (misses: empty entries)."""
-        return self.slab.read(self._slots(outcome, pool_ids))
+        return self.slab.read(self._slots(self._fresh(outcome), pool_ids))
 
+    @exclusive
     def put_many(
         self,
         keys: torch.Tensor,
@@ -175,14 +217,21 @@ class SlotPool:
         rows.check_finite_priorities()
         return rows
 
+    @exclusive
     def store_many(self, rows: Rows, entries: Entries) -> PutResult:
         """Ready entries (checked) under checked ``rows``: the index decides, the slab writes."""
         placement = self.index.put(rows)
         self.slab.write(placement.result.write, entries)
+        self._changed(rows.count)
         if checks.ENABLED:
             self.check()
         return placement.result
 
+    def _changed(self, rows: int = 1) -> None:
+        if rows:
+            self.generation += 1
+
+    @exclusive
     def store_batch(self, rows: Rows, batch: Batch, correction: Correction) -> PutResult:
         """Row ``b`` of a checked ``batch`` (split, window rule) under checked ``rows``.
 
@@ -201,29 +250,38 @@ class SlotPool:
         if placement is None:
             placement = index.put(rows)
             self.slab.store(placement, batch, correction, plan)
+        self._changed(rows.count)
         if checks.ENABLED:
             self.check()
         return placement.result
 
     # ------------------------------------------------------------------ host level
+    @exclusive
     def evict(self, key: int, pool_id: int = 0) -> None:
         """Remove ``key`` (``KeyNotFoundError`` when absent)."""
         self.index.evict(pool_id, key)
+        self._changed()
 
+    @exclusive
     def clear(self, pool_id: int | None = None) -> None:
         """Empty one pool or all; statistics and storage are kept."""
         self.index.clear(pool_id)
+        self._changed()
 
+    @exclusive
     def set_priority(self, key: int, priority: float, pool_id: int = 0) -> None:
         """Change a stored key's priority (priority pools only)."""
         self.index.set_priority(pool_id, key, priority)
 
+    @exclusive
     def size(self, pool_id: int = 0) -> int:
         return self.index.size(pool_id)
 
+    @exclusive
     def __len__(self) -> int:
         return self.index.size(0)
 
+    @exclusive
     def __contains__(self, key: object) -> bool:
         if isinstance(key, bool) or not isinstance(key, int):
             return False
@@ -233,24 +291,31 @@ class SlotPool:
             return False
         return True
 
+    @exclusive
     def slot_of(self, key: int, pool_id: int = 0) -> int:
         return self.index.slot_of(pool_id, key)
 
+    @exclusive
     def key_at(self, slot: int, pool_id: int = 0) -> int | None:
         return self.index.key_at(pool_id, slot)
 
+    @exclusive
     def slot_keys(self, pool_id: int = 0) -> list[int | None]:
         return self.index.slot_keys(pool_id)
 
+    @exclusive
     def eviction_order(self, pool_id: int = 0) -> list[int]:
         return self.index.eviction_order(pool_id)
 
+    @exclusive
     def stats(self, pool_id: int | None = 0) -> PoolStats:
         return self.index.stats_of(pool_id)
 
+    @exclusive
     def reset_stats(self) -> None:
         self.index.reset_stats()
 
+    @exclusive
     def entry_at(self, slot: int, pool_id: int = 0) -> Entries:
         """A copy of the entry in ``slot`` of pool ``pool_id`` (one row of ``Entries``)."""
         self.index.check_pool_id(pool_id)
@@ -261,6 +326,7 @@ class SlotPool:
     def storage_bytes(self) -> int:
         return self.slab.storage_bytes
 
+    @exclusive
     def check(self) -> None:
         """Runtime contracts: the index's, plus stored lengths within the context."""
         self.index.check()

@@ -259,6 +259,90 @@ def test_detach_restores_the_world_model_exactly() -> None:
         pass
 
 
+def test_a_detached_attachment_refuses_every_later_call() -> None:
+    """A bound method kept from the attached time must not run zerokv's path on the
+    restored model (it used to: ``hit_count`` 0 -> 4, ``latent_state`` replaced)."""
+    shape = TINY_IMAGE if VERSION == LIGHTZERO_MAIN else TINY_VECTOR
+    model = build_model(shape)
+    attachment = attach(model)
+    kept = model.world_model.forward_recurrent_inference
+    kept_clear = model.world_model.past_kv_cache_recurrent_infer
+    drive(model, shape, Schedule(steps=1, simulations=2))
+    attachment.detach()
+    wm = model.world_model
+    before = dict(wm.__dict__)
+    envs = shape.env_num
+    latent = torch.zeros(envs, 1, shape.embed_dim)
+    history = [(latent.numpy(), torch.zeros(envs, dtype=torch.long))]
+    for call in (
+        lambda: kept(history, 0, [1] * envs, 0),
+        attachment.clear_caches,
+        attachment.forward_initial_inference,
+        kept_clear.clear,
+    ):
+        with pytest.raises(UnsupportedOperationError, match="after detach"):
+            call()
+    _unchanged(model, before)
+
+
+def test_one_attached_call_is_one_guarded_unit() -> None:
+    """Thread A paused between the two forwards of a ``recurrent_inference``; thread B's
+    calls are refused (``ConcurrentUseError``) and change nothing; A's outputs then equal a
+    serial run's."""
+    import threading
+
+    from zerokv.errors import ConcurrentUseError
+
+    shape = TINY_VECTOR if VERSION != LIGHTZERO_MAIN else TINY_IMAGE
+    base = build_model(shape)
+    model, serial = copy.deepcopy(base), copy.deepcopy(base)
+    attachment, serial_attachment = attach(model), attach(serial)
+    sched = Schedule(steps=1, simulations=2)
+    drive(model, shape, sched)
+    drive(serial, shape, sched)
+    envs = shape.env_num
+    wm = model.world_model
+    roots = wm.latent_state.detach().numpy()
+    history = [(roots, torch.ones(envs, dtype=torch.long))]
+    inside, release = threading.Event(), threading.Event()
+    forward = wm.forward
+    seen = [0]
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        seen[0] += 1
+        if seen[0] == 2:  # between the action's forward and the latent's
+            inside.set()
+            assert release.wait(10)
+        return forward(*args, **kwargs)
+
+    wm.__dict__["forward"] = paused
+    out: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: out.append(model.recurrent_inference(history, 0, [1] * envs, 0))
+    )
+    worker.start()
+    try:
+        assert inside.wait(10)
+        hits = wm.hit_count
+        for call in (
+            lambda: model.recurrent_inference(history, 0, [1] * envs, 0),
+            wm.clear_caches,
+            lambda: wm.past_kv_cache_recurrent_infer.clear(),
+        ):
+            with pytest.raises(ConcurrentUseError, match="another thread"):
+                call()
+        assert wm.hit_count == hits
+    finally:
+        release.set()
+        worker.join(10)
+        del wm.__dict__["forward"]
+    want = serial.recurrent_inference(history, 0, [1] * envs, 0)
+    for name in ("latent_state", "reward", "policy_logits", "value"):
+        assert torch.equal(getattr(out[0], name), getattr(want, name)), name
+    attachment.detach()
+    serial_attachment.detach()
+
+
 def unizero_attached(model: Any) -> Any:
     from zerokv.lightzero.attach import attached
 

@@ -26,7 +26,7 @@ fingerprint to the row's env id (``zerokv_spec.keys.scoped_key``, ``Scope.ENV``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -111,10 +111,13 @@ class Region:
 @dataclass(frozen=True)
 class Lookup:
     """``[B]`` tensors of a batched pool lookup (the spec's ``Lookup`` per row): status
-    (``LookupStatus`` codes) and slot (-1 unless a hit)."""
+    (``LookupStatus`` codes) and slot (-1 unless a hit). ``stamp``: the pool and the
+    generation it was made in, set by ``SlotPool.get_many`` / ``peek_many`` (its
+    ``gather`` / ``read`` refuse a stale one)."""
 
     status: torch.Tensor
     slot: torch.Tensor
+    stamp: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

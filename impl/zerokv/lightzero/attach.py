@@ -47,6 +47,7 @@ attached calls wrote, as they were when ``attach`` was called.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -56,13 +57,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 
 from zerokv import checks
 from zerokv.entry import Batch, Correction
-from zerokv.errors import ConfigError, DeviceError, UnsupportedOperationError
+from zerokv.errors import ConcurrentUseError, ConfigError, DeviceError, UnsupportedOperationError
 from zerokv.keys import legacy_keys, zkv64_keys
 from zerokv.manager import CacheConfig, CacheManager
 from zerokv_spec.manager import Scope
@@ -384,6 +385,35 @@ def _model_device(wm: LightZeroObject, device: object) -> tuple[torch.device, to
 
 # --------------------------------------------------------------------------- attachment
 
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def attached_call(method: M) -> M:
+    """An attached call: refused once the attachment is detached (a bound method kept from
+    the attached time must not write into the restored model), and one guarded unit - a
+    second thread inside the same attachment gets ``ConcurrentUseError`` (the attached
+    model's calls change its cache and its own attributes together)."""
+
+    @functools.wraps(method)
+    def guarded(self: Attachment, /, *args: Any, **kwargs: Any) -> Any:
+        if not self.attached:
+            raise UnsupportedOperationError(
+                f"{type(self).__name__}.{method.__name__} after detach(): this attachment "
+                "is over and the model is LightZero's again (attach it anew)"
+            )
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError(
+                f"{type(self).__name__}.{method.__name__} called while another thread is "
+                "inside this attached model; an attached model is not thread-safe (one "
+                "model per thread, or serialise the calls)"
+            )
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy.release()
+
+    return cast(M, guarded)
+
 
 @dataclass
 class _Counts:
@@ -470,6 +500,7 @@ class Attachment:
         self._saved: dict[str, Any] = {}
         self._absent: set[str] = set()
         self.attached = False
+        self._busy = threading.RLock()
 
     def _build_cache(self, options: dict[str, Any]) -> None:
         """The content-keyed cache of this attachment: a ``CacheManager`` sized as
@@ -564,21 +595,27 @@ class Attachment:
     def env_num(self) -> int:
         return self.manager.config.env_num
 
+    @attached_call
     def clear_env_cache(self, env: int) -> None:
         self.manager.clear_env(env)
 
+    @attached_call
     def root_cache_size(self, env: int) -> int:
         return self.manager.root_sizes()[env]
 
+    @attached_call
     def clear_recurrent_cache(self) -> None:
         self.manager.clear_recurrent()
 
+    @attached_call
     def recurrent_cache_size(self) -> int:
         return self.manager.recurrent_size()
 
+    @attached_call
     def clear_root_caches(self) -> None:
         self.manager.clear_roots()
 
+    @attached_call
     def clear_all_caches(self) -> None:
         self.manager.clear_all()
 
@@ -720,6 +757,7 @@ class Attachment:
         return keys, fps
 
     # ------------------------------------------------------------------ initial inference
+    @attached_call
     def forward_initial_inference(self, obs_act_dict: Any, start_pos: Any = 0) -> tuple[Any, ...]:
         """LightZero's ``forward_initial_inference`` (encode, root step, clear the recurrent
         pool) on zerokv."""
@@ -739,6 +777,7 @@ class Attachment:
             outputs.logits_value,
         )
 
+    @attached_call
     def wm_forward_for_initial_infererence(
         self,
         last_obs_embeddings: torch.Tensor,
@@ -936,6 +975,7 @@ class Attachment:
             ]
         return list(range(rows))
 
+    @attached_call
     def forward_recurrent_inference(
         self,
         state_action_history: Sequence[Any],
@@ -1019,6 +1059,7 @@ class Attachment:
         return out, reward
 
     # ------------------------------------------------------------------ clearing, stats
+    @attached_call
     def clear_caches(self) -> None:
         """LightZero's ``clear_caches``: every pool."""
         self.clear_all_caches()

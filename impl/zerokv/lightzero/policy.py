@@ -50,12 +50,18 @@ from typing import Any
 import torch
 
 from zerokv.entry import Batch
-from zerokv.errors import ConfigError, NodeRangeError, UnsupportedOperationError
+from zerokv.errors import (
+    ConcurrentUseError,
+    ConfigError,
+    NodeRangeError,
+    UnsupportedOperationError,
+)
 from zerokv.lightzero.attach import (
     Attachment,
     BatchView,
     LightZeroObject,
     _world_model,
+    attached_call,
     attachment_of,
     register_attachment,
 )
@@ -119,28 +125,35 @@ class NodeAttachment(Attachment):
     def env_num(self) -> int:
         return self.cache.env_num
 
+    @attached_call
     def clear_env_cache(self, env: int) -> None:
         self.cache.clear_env(env)
         self._search = None
 
+    @attached_call
     def root_cache_size(self, env: int) -> int:
         return int(self.cache._has_root[env])
 
+    @attached_call
     def clear_recurrent_cache(self) -> None:
         self.cache.end_search()
         self._search = None
 
+    @attached_call
     def recurrent_cache_size(self) -> int:
         return 0 if self._search is None else sum(n >= 0 for n in self.cache.node_lengths)
 
+    @attached_call
     def clear_root_caches(self) -> None:
         self.cache.clear_roots()
         self._search = None
 
+    @attached_call
     def clear_all_caches(self) -> None:
         self.clear_root_caches()
 
     # ------------------------------------------------------------------ searches
+    @attached_call
     def begin_search(self, rows: int) -> None:
         """A search of ``rows`` rows starts (the rows of the last root step)."""
         env_ids = self._root_env_ids
@@ -152,11 +165,13 @@ class NodeAttachment(Attachment):
         self._search = self.cache.begin_search(env_ids)
         self._pending = None
 
+    @attached_call
     def end_search(self) -> None:
         self.cache.end_search()
         self._search = None
         self._pending = None
 
+    @attached_call
     def note_leaves(self, index_in_path: Sequence[int], index_in_batch: Sequence[int]) -> None:
         """The leaves ``batch_traverse`` chose: their parents' addresses."""
         self._pending = (list(index_in_path), list(index_in_batch))
@@ -215,6 +230,7 @@ class NodeAttachment(Attachment):
         self._root_env_ids = list(env_ids)  # the search's rows: the whole batch, in order
         return out
 
+    @attached_call
     def forward_initial_inference(self, obs_act_dict: Any, start_pos: Any = 0) -> tuple[Any, ...]:
         """LightZero's ``forward_initial_inference`` (encode, root step) on the node cache."""
         self._check_live()
@@ -231,6 +247,7 @@ class NodeAttachment(Attachment):
         )
 
     # ------------------------------------------------------------------ expansions
+    @attached_call
     def forward_recurrent_inference(
         self,
         state_action_history: Sequence[Any],
@@ -363,11 +380,20 @@ def _wrapped_search(
                 f"a search of {sims} simulations; the node cache holds "
                 f"{attachment.cache.num_simulations} per row (attach_policy(num_simulations=))"
             )
-        attachment.begin_search(int(roots.num))
+        # One search is one guarded unit: another thread's call meanwhile is refused.
+        if not attachment._busy.acquire(blocking=False):
+            raise ConcurrentUseError(
+                "a search of an attached policy started while another thread is inside its "
+                "world model; an attached policy is not thread-safe (one per thread)"
+            )
         try:
-            return code(mcts, roots, *args, **kwargs)
+            attachment.begin_search(int(roots.num))
+            try:
+                return code(mcts, roots, *args, **kwargs)
+            finally:
+                attachment.end_search()
         finally:
-            attachment.end_search()
+            attachment._busy.release()
 
     return run
 
