@@ -367,3 +367,64 @@ def test_key_functions_accept_zero_rows(shape: tuple[int, ...]) -> None:
         assert out.shape == (0,) and out.dtype == torch.int64
     k, f = keys_and_fingerprints(latents)
     assert k.shape == f.shape == (0,)
+
+
+# --------------------------------------------------------------------------- copies
+
+
+def _roundtrips() -> list[Callable[[object], object]]:
+    import copy
+    import io
+    import pickle
+
+    def saved(x: object) -> object:
+        buffer = io.BytesIO()
+        torch.save(x, buffer)
+        buffer.seek(0)
+        return torch.load(buffer, weights_only=False)
+
+    return [copy.deepcopy, lambda x: pickle.loads(pickle.dumps(x)), saved]
+
+
+@pytest.mark.parametrize("roundtrip", _roundtrips(), ids=["deepcopy", "pickle", "torch.save"])
+def test_a_copied_manager_is_independent(
+    manager: CacheManager, roundtrip: Callable[[object], object]
+) -> None:
+    """A copy has the same entries and statistics, its own lock and owner: the original's
+    lookups are refused there, and clearing one leaves the other (it used to raise an
+    untyped ``TypeError: cannot pickle '_thread.RLock'``)."""
+    fill(manager, 0, 1, 1.0)
+    copied = roundtrip(manager)
+    assert isinstance(copied, CacheManager)
+    assert copied.root_slot_keys(0) == manager.root_slot_keys(0)
+    assert copied.stats() == manager.stats()
+    with pytest.raises(StaleLookupError, match="another manager"):
+        copied.gather(manager.lookup_many([0], keys(1)))
+    found = copied.lookup_many([0], keys(1))
+    assert torch.equal(
+        copied.gather(found).kv, manager.gather(manager.lookup_many([0], keys(1))).kv
+    )
+    assert copied._busy is copied.root._busy is copied.recurrent._busy
+    assert copied._busy is not manager._busy
+    copied.clear_all()
+    assert manager.root_sizes() == [1, 0] and copied.root_sizes() == [0, 0]
+
+
+@pytest.mark.parametrize("roundtrip", _roundtrips(), ids=["deepcopy", "pickle", "torch.save"])
+def test_a_copied_search_cache_is_independent(roundtrip: Callable[[object], object]) -> None:
+    from zerokv import NodeAddress, SearchCache, SearchConfig
+
+    cache = SearchCache(SearchConfig(2, 2, 3, L, H, D, CL))
+    batch = cache.fresh_roots(2, 1)
+    batch.kv.fill_(1.0)
+    cache.store_roots([0, 1], batch, Correction.zero(L, H, D, CL))
+    search = cache.begin_search([0, 1])
+    copied = roundtrip(cache)
+    assert isinstance(copied, SearchCache)
+    assert copied.root_lengths == [1, 1]
+    parents = [NodeAddress(0, 0), NodeAddress(0, 1)]
+    got = copied.gather_reserve(search, parents, 2)
+    want = cache.gather_reserve(search, parents, 2)
+    assert torch.equal(got.kv, want.kv) and got.host_lengths == want.host_lengths
+    copied.clear_roots()
+    assert cache.root_lengths == [1, 1]

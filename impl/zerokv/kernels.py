@@ -103,6 +103,10 @@ class Kernels:
     def __deepcopy__(self, memo: dict[int, object]) -> Kernels:
         return self  # an executor shared by caches, not state of any of them
 
+    def __getstate__(self) -> dict[str, object]:
+        # Compiled functions are not picklable; an unpickled executor compiles anew.
+        return {"compiled": self.compiled, "mode": self.mode, "_done": {}}
+
     def __repr__(self) -> str:
         if not self.compiled:
             return "Kernels(eager)"

@@ -232,6 +232,21 @@ class CacheManager:
             self.slab.entry_bytes,
         )
 
+    # ------------------------------------------------------------------ copies
+    def __getstate__(self) -> dict[str, object]:
+        """A copy (``copy.deepcopy``, ``pickle``, ``torch.save``) is an independent manager
+        with the same entries, statistics and generation: its own lock (shared by its
+        tiers) and its own owner number, so a lookup of the original is not the copy's."""
+        state = dict(self.__dict__)
+        del state["_busy"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._busy = threading.RLock()
+        self.root._busy = self.recurrent._busy = self._busy
+        self._owner = next(_MANAGER_IDS)
+
     @property
     def generation(self) -> int:
         """Stores of a row and clears so far, in either tier: a lookup of an older

@@ -99,6 +99,18 @@ class SlotPool:
         self.context_length = slab.context_length
         self.device = slab.device
 
+    # ------------------------------------------------------------------ copies
+    def __getstate__(self) -> dict[str, object]:
+        # A lock is not state: a copy (deepcopy, pickle, torch.save) gets its own.
+        state = dict(self.__dict__)
+        del state["_busy"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._busy = threading.RLock()
+        self._serial = next(_POOL_IDS)  # the original's lookups are not the copy's
+
     # ------------------------------------------------------------------ rows
     def _pool_ids(
         self, pool_ids: Sequence[int] | torch.Tensor | None, rows: int

@@ -142,6 +142,20 @@ class SearchCache:
         #: Host reads of a store of a batch this cache did not gather (its lengths).
         self.host_reads = 0
 
+    # ------------------------------------------------------------------ copies
+    def __getstate__(self) -> dict[str, object]:
+        """A copy (``copy.deepcopy``, ``pickle``, ``torch.save``) is an independent cache
+        with the same entries and search; its lock and its views of the slab are its own."""
+        state = dict(self.__dict__)
+        for name in ("_busy", "_sources", "_slices"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._busy = threading.RLock()
+        self._sources, self._slices = {}, {}
+
     # ------------------------------------------------------------------ addressing
     def _slot(self, address: NodeAddress, env_ids: tuple[int, ...]) -> int:
         if address.index == 0:

@@ -343,6 +343,36 @@ def test_one_attached_call_is_one_guarded_unit() -> None:
     serial_attachment.detach()
 
 
+def test_a_deep_copy_is_attached_with_its_own_cache() -> None:
+    """``copy.deepcopy`` of an attached model (how LightZero makes its target model): the
+    copy is attached like the original, to a fresh, empty cache of its own, and gives
+    LightZero's outputs; the original's cache is untouched. ``pickle`` / ``torch.save`` of
+    the model is a typed refusal (checkpoints save ``state_dict()``, which works)."""
+    import io
+    import pickle
+
+    shape = TINY_VECTOR if VERSION != LIGHTZERO_MAIN else TINY_IMAGE
+    base = build_model(shape)
+    model, reference = copy.deepcopy(base), copy.deepcopy(base)
+    attachment = attach(model)
+    sched = Schedule(steps=2, simulations=3)
+    drive(model, shape, sched)
+    stored = attachment.manager.stored_entries()
+    twin = copy.deepcopy(model)
+    copied = attachment_of(twin)
+    assert copied is not None and copied is not attachment
+    assert copied.manager is not attachment.manager and copied.manager.stored_entries() == 0
+    assert attachment.manager.stored_entries() == stored
+    compare(drive(reference, shape, sched), drive(twin, shape, sched), ("LightZero", "copy"))
+    for save in (pickle.dumps, lambda m: torch.save(m, io.BytesIO())):
+        with pytest.raises(UnsupportedOperationError, match="state_dict"):
+            save(model)
+    torch.save(model.state_dict(), io.BytesIO())
+    copied.detach()
+    attachment.detach()
+    assert attachment_of(twin) is None
+
+
 def unizero_attached(model: Any) -> Any:
     from zerokv.lightzero.attach import attached
 

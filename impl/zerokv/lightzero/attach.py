@@ -47,6 +47,7 @@ attached calls wrote, as they were when ``attach`` was called.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
@@ -489,6 +490,7 @@ class Attachment:
         self.rotary = bool(getattr(config, "rotary_emb", False))
         self.device, self.dtype = device, dtype
         self.counts = _Counts()
+        self._options = dict(options)
         self._build_cache(options)
         self._zero_correction = Correction.zero(
             self.num_layers, self.num_heads, self.head_dim, self.context_length, device, dtype
@@ -501,6 +503,36 @@ class Attachment:
         self._absent: set[str] = set()
         self.attached = False
         self._busy = threading.RLock()
+
+    # ------------------------------------------------------------------ copies
+    def __deepcopy__(self, memo: dict[int, Any]) -> Attachment:
+        """A deep copy of an attached world model (LightZero's target model is one) is
+        attached like the original, with its own fresh, empty cache of the same
+        configuration; the LightZero state ``detach`` restores is copied with it."""
+        twin = memo.get(id(self.world_model))
+        if twin is None:
+            raise UnsupportedOperationError(
+                "an Attachment is copied with its world model (copy.deepcopy(model): the "
+                "copy gets its own cache), not on its own"
+            )
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        memo[id(self)] = new
+        new.counts = _Counts()
+        new._busy = threading.RLock()
+        new._build_cache(dict(self._options))  # sized from the original's config
+        new.world_model = twin
+        new._saved = copy.deepcopy(self._saved, memo)
+        new._absent = set(self._absent)
+        new._correction, new._correction_source = None, None
+        register_attachment(twin, new)
+        return new
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise UnsupportedOperationError(
+            "an attached world model is not pickled (pickle, torch.save of the model): save "
+            "its state_dict() as LightZero's checkpoints do, or detach() first"
+        )
 
     def _build_cache(self, options: dict[str, Any]) -> None:
         """The content-keyed cache of this attachment: a ``CacheManager`` sized as
