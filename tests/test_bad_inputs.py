@@ -54,7 +54,18 @@ from zerokv import (
     Tier,
     UnsupportedOperationError,
     ZeroKVError,
+    kernels,
 )
+from zerokv.diagnostics import HitRateMonitor
+from zerokv.errors import (
+    NodeDepthError,
+    NodeMissingError,
+    NodeOccupiedError,
+    NodeRangeError,
+    StaleSearchError,
+)
+from zerokv.lightzero import BatchView, install
+from zerokv.search import NodeAddress, SearchCache, SearchConfig
 from zerokv.testing.backends import BACKENDS, index_of
 from zerokv.testing.backends import backend as using_backend
 from zerokv_spec import entry as spec_entry
@@ -802,7 +813,306 @@ MODULE_ROWS: tuple[Row, ...] = (
         ConfigError,
         lambda _: ShadowManager(NONE),
     ),
+    # CacheConfig.legacy: a misspelt option, a size it computes itself.
+    row(
+        "CacheConfig.legacy",
+        "a misspelt option",
+        ConfigError,
+        lambda _: CacheConfig.legacy(1, L, H, D, CL, 4, complie=True),
+    ),
+    row(
+        "CacheConfig.legacy",
+        "root_capacity (computed)",
+        ConfigError,
+        lambda _: CacheConfig.legacy(1, L, H, D, CL, 4, root_capacity=5),
+    ),
+    # zerokv.kernels
+    row("Kernels", "compiled='yes'", ConfigError, lambda _: kernels.Kernels("yes")),  # type: ignore[arg-type]
+    row("Kernels", "an unknown mode", ConfigError, lambda _: kernels.Kernels(True, "fast")),
+    row(
+        "Kernels",
+        "a mode without compiling",
+        ConfigError,
+        lambda _: kernels.Kernels(False, "default"),
+    ),
+    row(
+        "compiled_kernels",
+        "an unknown mode",
+        ConfigError,
+        lambda _: kernels.compiled_kernels(torch.device("cpu"), "fast"),
+    ),
+    row(
+        "compiled_kernels", "not a device", ConfigError, lambda _: kernels.compiled_kernels("bogus")
+    ),
+    # BatchView (LightZero's KeysValues over a zerokv batch)
+    row("BatchView", "a window past the columns", BatchError, lambda _: BatchView(kv(1), 6, 9)),
+    row("BatchView", "end before start", BatchError, lambda _: BatchView(kv(1), 6, 3)),
+    row("BatchView", "a float start", BatchError, lambda _: BatchView(kv(1), 1.0, 3)),  # type: ignore[arg-type]
+    row(
+        "BatchView",
+        "a 5-d batch",
+        ShapeError,
+        lambda _: BatchView(torch.zeros(1, 2, 1, 1, 8), 0, 1),
+    ),
+    # install (checked at install time, not when LightZero builds a manager)
+    row("install", "a module name", ConfigError, lambda _: install("lzero")),  # type: ignore[arg-type]
+    row(
+        "install",
+        "a bogus device",
+        ConfigError,
+        lambda _: install(_fake_lightzero(), device="nonsense"),
+    ),
+    row(
+        "install",
+        "an int dtype",
+        ConfigError,
+        lambda _: install(_fake_lightzero(), dtype=torch.int32),
+    ),
+    row("install", "shadow='yes'", ConfigError, lambda _: install(_fake_lightzero(), shadow="yes")),
+    row(
+        "install",
+        "a negative window",
+        ConfigError,
+        lambda _: install(_fake_lightzero(), hit_rate_window=-1),
+    ),
+    row("install", "an unknown option", ConfigError, lambda _: install(_fake_lightzero(), speed=2)),
 )
+
+
+_FAKES: list[Any] = []
+
+
+def _fake_lightzero() -> Any:
+    """A stand-in for LightZero's kv_cache_manager module (its class must stay put)."""
+    import types
+
+    module = types.ModuleType("fake_kv_cache_manager")
+    module.KVCacheManager = type("KVCacheManager", (), {})  # type: ignore[attr-defined]
+    _FAKES.append((module, module.KVCacheManager))  # type: ignore[attr-defined]
+    return module
+
+
+def test_a_refused_install_leaves_the_module_as_it_was() -> None:
+    _FAKES.clear()
+    for bad in [r for r in MODULE_ROWS if r.entry == "install"]:
+        with pytest.raises(ConfigError):
+            bad.call(NONE)
+    assert _FAKES and all(m.KVCacheManager is cls for m, cls in _FAKES)
+
+
+# --------------------------------------------------------------------------- HitRateMonitor
+
+MONITOR_ROWS: tuple[Row, ...] = (
+    row(
+        "HitRateMonitor.update", "a str count", ConfigError, lambda m: m.update("root", "10", 0, 0)
+    ),
+    row(
+        "HitRateMonitor.update",
+        "a negative count",
+        ConfigError,
+        lambda m: m.update("root", 10, -1, 0),
+    ),
+    row(
+        "HitRateMonitor.update",
+        "a float count",
+        ConfigError,
+        lambda m: m.update("root", 10, 0, 1.5),
+    ),
+    row(
+        "HitRateMonitor.update", "a bool count", ConfigError, lambda m: m.update("root", True, 0, 0)
+    ),
+    row(
+        "HitRateMonitor.update",
+        "a tier that is not a str",
+        ConfigError,
+        lambda m: m.update(0, 1, 0, 0),
+    ),
+    row("HitRateMonitor", "window 0", ConfigError, lambda m: HitRateMonitor(0)),
+)
+
+
+@pytest.mark.parametrize("bad", MONITOR_ROWS, ids=lambda r: f"{r.entry}: {r.mistake}")
+def test_monitor_refuses_and_changes_nothing(bad: Row) -> None:
+    monitor = HitRateMonitor(4)
+    monitor.update("root", 2, 1, 1)
+    before = (dict(monitor._opened), set(monitor.warned))
+    with pytest.raises(bad.error) as raised:
+        bad.call(monitor)
+    assert type(raised.value) is bad.error, f"{bad.mistake}: {raised.value!r}"
+    assert (dict(monitor._opened), set(monitor.warned)) == before
+    assert monitor.update("root", 6, 1, 2) is True  # the next valid update still counts
+
+
+# --------------------------------------------------------------------------- SearchCache
+
+
+def search_subject() -> tuple[SearchCache, int]:
+    cache = SearchCache(SearchConfig(2, 2, 3, L, H, D, CL))
+    batch = cache.fresh_roots(2, 1)
+    batch.kv.fill_(1.0)
+    cache.store_roots([0, 1], batch, correction())
+    search = cache.begin_search([0, 1])
+    parents = [NodeAddress(0, 0), NodeAddress(0, 1)]
+    child = cache.gather_reserve(search, parents, 2)
+    child.kv[..., -2:, :] = 2.0
+    cache.store_nodes(
+        search, parents, [NodeAddress(1, 0), NodeAddress(1, 1)], [1, 1], child, correction()
+    )
+    return cache, search
+
+
+def _expand(cache: SearchCache, search: int, parents: list[NodeAddress], **change: Any) -> object:
+    batch = cache.gather_reserve(search, parents, 2)
+    args: dict[str, Any] = {
+        "children": [NodeAddress(2, r) for r in range(len(parents))],
+        "depths": [2] * len(parents),
+        "batch": batch,
+        "correction": correction(),
+    } | change
+    return cache.store_nodes(
+        search, parents, args["children"], args["depths"], args["batch"], args["correction"]
+    )
+
+
+A00, A01, A10, A11 = NodeAddress(0, 0), NodeAddress(0, 1), NodeAddress(1, 0), NodeAddress(1, 1)
+SEARCH_ROWS: tuple[Row, ...] = (
+    row("begin_search", "no rows", NodeRangeError, lambda c: c[0].begin_search([])),
+    row(
+        "begin_search",
+        "more rows than preallocated",
+        NodeRangeError,
+        lambda c: c[0].begin_search([0, 1, 0]),
+    ),
+    row("begin_search", "an env id out of range", EnvIdError, lambda c: c[0].begin_search([2])),
+    row(
+        "gather_reserve",
+        "an earlier search",
+        StaleSearchError,
+        lambda c: c[0].gather_reserve(c[1] - 1, [A00], 2),
+    ),
+    row(
+        "gather_reserve",
+        "a bool search",
+        StaleSearchError,
+        lambda c: c[0].gather_reserve(True, [A00], 2),
+    ),
+    row(
+        "gather_reserve",
+        "an index past the simulations",
+        NodeRangeError,
+        lambda c: c[0].gather_reserve(c[1], [NodeAddress(4, 0)], 2),
+    ),
+    row(
+        "gather_reserve",
+        "a row past the search",
+        NodeRangeError,
+        lambda c: c[0].gather_reserve(c[1], [NodeAddress(0, 2)], 2),
+    ),
+    row(
+        "gather_reserve",
+        "not a NodeAddress",
+        NodeRangeError,
+        lambda c: c[0].gather_reserve(c[1], [(0, 0)], 2),
+    ),
+    row(
+        "gather_reserve",
+        "an unwritten parent",
+        NodeMissingError,
+        lambda c: c[0].gather_reserve(c[1], [NodeAddress(2, 0)], 2),
+    ),
+    row("gather_reserve", "no parents", BatchError, lambda c: c[0].gather_reserve(c[1], [], 2)),
+    row(
+        "gather_reserve", "0 new tokens", BatchError, lambda c: c[0].gather_reserve(c[1], [A10], 0)
+    ),
+    row(
+        "store_nodes",
+        "an occupied child",
+        NodeOccupiedError,
+        lambda c: _expand(*c, [A00, A01], children=[A10, A11], depths=[1, 1]),
+    ),
+    row(
+        "store_nodes",
+        "one child twice",
+        NodeOccupiedError,
+        lambda c: _expand(*c, [A10, A11], children=[NodeAddress(2, 0)] * 2),
+    ),
+    row(
+        "store_nodes",
+        "a child at index 0",
+        NodeRangeError,
+        lambda c: _expand(*c, [A10, A11], children=[A00, A01]),
+    ),
+    row(
+        "store_nodes",
+        "a wrong depth",
+        NodeDepthError,
+        lambda c: _expand(*c, [A10, A11], depths=[2, 3]),
+    ),
+    row(
+        "store_nodes",
+        "a bool depth",
+        NodeRangeError,
+        lambda c: _expand(*c, [A10, A11], depths=[True, 2]),
+    ),
+    row("store_nodes", "fewer depths", BatchError, lambda c: _expand(*c, [A10, A11], depths=[2])),
+    row(
+        "store_nodes",
+        "a batch of another row count",
+        BatchError,
+        lambda c: _expand(*c, [A10, A11], batch=Batch(kv(3), keys(1, 1, 1))),
+    ),
+    row(
+        "store_nodes",
+        "a NaN correction",
+        BatchError,
+        lambda c: _expand(*c, [A10, A11], correction=_nan_correction()),
+    ),
+    row(
+        "store_roots",
+        "an env twice",
+        EnvIdError,
+        lambda c: c[0].store_roots([0, 0], c[0].fresh_roots(2, 1), correction()),
+    ),
+    row("fresh_roots", "more rows than environments", BatchError, lambda c: c[0].fresh_roots(3, 1)),
+    row("clear_env", "an env id out of range", EnvIdError, lambda c: c[0].clear_env(5)),
+    row("SearchConfig", "0 simulations", ConfigError, lambda c: SearchConfig(2, 2, 0, L, H, D, CL)),
+    row(
+        "SearchConfig", "context length 3", ConfigError, lambda c: SearchConfig(2, 2, 3, L, H, D, 3)
+    ),
+)
+
+
+def _nan_correction() -> Correction:
+    bad = correction()
+    bad.table[0, 0, 0, 0, 0] = float("nan")
+    return bad
+
+
+def _search_state(c: SearchCache) -> tuple[object, ...]:
+    return (
+        c.slab.kv.clone().view(torch.int32),
+        c.slab.lengths.clone(),
+        list(c.root_lengths),
+        list(c.node_lengths),
+        list(c.node_depths),
+        c.search,
+        c.env_ids,
+        c.host_reads,
+    )
+
+
+@pytest.mark.parametrize("bad", SEARCH_ROWS, ids=lambda r: f"{r.entry}: {r.mistake}")
+def test_search_cache_refuses_and_changes_nothing(bad: Row) -> None:
+    subject = search_subject()
+    before = _search_state(subject[0])
+    with pytest.raises(bad.error) as raised:
+        bad.call(subject)
+    assert type(raised.value) is bad.error, f"{bad.mistake}: {raised.value!r}"
+    after = _search_state(subject[0])
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])  # type: ignore[arg-type]
+    assert before[2:] == after[2:]
+    # The cache still works: the next expansion goes through.
+    _expand(*subject, [A10, A11])
 
 
 @pytest.mark.parametrize("bad", MODULE_ROWS, ids=lambda r: f"{r.entry}: {r.mistake}")

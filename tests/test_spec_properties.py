@@ -487,6 +487,18 @@ POOL_BAD_INPUTS: list[tuple[str, type[Exception], Callable[[Any], object]]] = [
     ("get_many: fewer fingerprints", BatchError, lambda p: p.get_many([0, 1], [None])),
     ("get_many: a bad key last", KeyRangeError, lambda p: p.get_many([0, 1 << 63])),
     ("peek_many: a bad key last", KeyRangeError, lambda p: p.peek_many([0, None])),
+    # A bad fingerprint in a batch read (the spec's peek checks each row; no pre-check).
+    (
+        "peek_many: a bad fingerprint last",
+        KeyRangeError,
+        lambda p: p.peek_many([0, 1], [None, 1 << 64]),
+    ),
+    ("peek_many: a str fingerprint", KeyRangeError, lambda p: p.peek_many([0], ["1"])),
+    (
+        "get_many: a bad fingerprint last",
+        KeyRangeError,
+        lambda p: p.get_many([0, 1], [0, -(1 << 64)]),
+    ),
 ]
 
 PRIORITY_BAD_INPUTS: list[tuple[str, type[Exception], Callable[[Any], object]]] = [

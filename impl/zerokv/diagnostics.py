@@ -75,7 +75,14 @@ class HitRateMonitor:
         self.warned: set[str] = set()
 
     def update(self, tier: str, lookups: int, hits: int, stores: int) -> bool:
-        """Feed ``tier``'s cumulative counts; True when this call logged the warning."""
+        """Feed ``tier``'s cumulative counts; True when this call logged the warning.
+        ``ConfigError`` for a tier that is not a str or a count that is not an int >= 0
+        (nothing changes then)."""
+        if not isinstance(tier, str):
+            raise ConfigError(f"tier must be a str, got {tier!r}")
+        for name, value in (("lookups", lookups), ("hits", hits), ("stores", stores)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
         now = TierCounts(lookups, hits, stores)
         opened = self._opened.get(tier)
         went_back = opened is not None and (

@@ -25,6 +25,7 @@ from zerokv_spec.errors import (
     SlotRangeError,
     StaleLookupError,
     StaleSearchError,
+    UnsupportedAttributeError,
     UnsupportedOperationError,
     ZeroKVError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "SlotRangeError",
     "StaleLookupError",
     "StaleSearchError",
+    "UnsupportedAttributeError",
     "UnsupportedOperationError",
     "ZeroKVError",
 ]

@@ -56,6 +56,7 @@ from typing import TypeVar, cast
 import torch
 
 from zerokv import checks
+from zerokv.errors import ConfigError
 
 __all__ = ["COMPILE_MODES", "EAGER", "RECOMPILE_LIMIT", "Kernels", "compiled_kernels"]
 
@@ -72,6 +73,12 @@ class Kernels:
     """Runs kernels eagerly (``compiled`` False) or compiled (module docstring)."""
 
     def __init__(self, compiled: bool = False, mode: str | None = None) -> None:
+        if not isinstance(compiled, bool):
+            raise ConfigError(f"Kernels(compiled) must be a bool, got {compiled!r}")
+        if mode is not None and mode not in COMPILE_MODES:
+            raise ConfigError(f"compile mode must be None or one of {COMPILE_MODES}, got {mode!r}")
+        if mode is not None and not compiled:
+            raise ConfigError("a compile mode needs compiled=True")
         self.compiled = compiled
         #: ``torch.compile``'s mode (None: inductor's default; CUDA: "reduce-overhead").
         self.mode = mode
@@ -121,11 +128,19 @@ EAGER = Kernels()
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def compiled_kernels(device: torch.device, mode: str | None = None) -> Kernels:
+def compiled_kernels(device: torch.device | str, mode: str | None = None) -> Kernels:
     """The compiled kernels for caches on ``device`` (one set per device and mode, shared
     by every cache there, so a kernel compiles once per signature per process). ``mode``
-    None: ``"reduce-overhead"`` (CUDA graphs) on CUDA, inductor's default elsewhere."""
-    return _compiled_kernels(device, mode)
+    None: ``"reduce-overhead"`` (CUDA graphs) on CUDA, inductor's default elsewhere.
+    ``device`` may be a ``torch.device`` or its name; ``ConfigError`` for anything else
+    and for an unknown mode."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"not a device: {device!r} ({err})") from None
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ConfigError(f"compile mode must be None or one of {COMPILE_MODES}, got {mode!r}")
+    return _compiled_kernels(dev, mode)
 
 
 @lru_cache(maxsize=16)

@@ -165,7 +165,17 @@ class CacheConfig:
         max_cache_size: int = 5000,
         **options: object,
     ) -> CacheConfig:
-        """LightZero's sizes from ``num_simulations`` and ``max_cache_size`` (spec §3)."""
+        """LightZero's sizes from ``num_simulations`` and ``max_cache_size`` (spec §3);
+        ``options`` are ``CacheConfig``'s other fields (``ConfigError`` for any other name,
+        and for the sizes this computes)."""
+        fields = set(CacheConfig.__dataclass_fields__)
+        sized = {"env_num", "num_layers", "num_heads", "head_dim", "context_length"}
+        unknown = sorted(set(options) - (fields - sized - {"root_capacity", "recurrent_capacity"}))
+        if unknown:
+            raise ConfigError(
+                f"CacheConfig.legacy: unknown or computed options {unknown}; it takes "
+                f"{sorted(fields - sized - {'root_capacity', 'recurrent_capacity'})}"
+            )
         ManagerConfig.legacy(env_num, num_layers, context_length, num_simulations, max_cache_size)
         return CacheConfig(
             env_num=env_num,

@@ -32,6 +32,7 @@ __all__ = [
     "SlotRangeError",
     "StaleLookupError",
     "StaleSearchError",
+    "UnsupportedAttributeError",
     "UnsupportedOperationError",
     "ZeroKVError",
 ]
@@ -96,6 +97,12 @@ class SlotRangeError(InputError, IndexError):
 
 class UnsupportedOperationError(ZeroKVError, TypeError):
     """The operation does not exist for this policy (a priority on a FIFO pool, say)."""
+
+
+class UnsupportedAttributeError(UnsupportedOperationError, AttributeError):
+    """An attribute a zerokv stand-in does not offer (a LightZero cache proxy while
+    attached): also an ``AttributeError``, so ``hasattr`` and ``getattr(x, name, default)``
+    answer instead of raising."""
 
 
 class SearchCapacityError(ZeroKVError, RuntimeError):

@@ -336,11 +336,9 @@ class SlotPool(Generic[V]):
     def peek_many(
         self, keys: Sequence[int], fingerprints: Sequence[int | None] | None = None
     ) -> list[V | None]:
-        """``[peek(k, f) ...]``, arguments checked first."""
+        """``[peek(k, f) ...]``. Each ``peek`` checks its key and fingerprint and changes
+        nothing, so a bad row raises with every pool as it was: no separate pre-check."""
         fps = _batch_fingerprints(keys, fingerprints)
-        for k, f in zip(keys, fps):
-            check_key(k)
-            _check_fingerprint(f)
         return [self.peek(k, f) for k, f in zip(keys, fps)]
 
     def put_many(

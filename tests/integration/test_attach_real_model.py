@@ -30,7 +30,14 @@ import torch
 from zerokv import Correction, Scope
 from zerokv.bench import unizero
 from zerokv.bench.unizero import SHAPES, Schedule, Shape, Trace, build_model, compare, drive
-from zerokv.errors import ConfigError, DeviceError, UnsupportedOperationError
+from zerokv.errors import (
+    BatchError,
+    ConfigError,
+    DeviceError,
+    DTypeError,
+    UnsupportedAttributeError,
+    UnsupportedOperationError,
+)
 from zerokv.lightzero.attach import (
     LIGHTZERO_020,
     LIGHTZERO_MAIN,
@@ -405,6 +412,17 @@ def test_bad_input_is_refused_at_attach_time_and_changes_nothing() -> None:
         attach(model, key="md5")
     with pytest.raises(ConfigError, match="compile must be a bool"):
         attach(model, compile="yes")
+    # Options are refused, never coerced.
+    for option, value in (
+        ("verify", "False"),
+        ("num_simulations", 0),
+        ("max_cache_size", 0),
+        ("num_simulations", "7"),
+        ("num_simulations", 2.9),
+        ("num_simulations", True),
+    ):
+        with pytest.raises(ConfigError, match=option):
+            attach(model, **{option: value})
     # A tensor of the model on another device.
     wm.pos_emb_moved = torch.nn.Parameter(torch.zeros(1, device="meta"))
     try:
@@ -454,6 +472,44 @@ def test_bad_input_is_refused_at_attach_time_and_changes_nothing() -> None:
         # Latents on another device than the cache.
         with pytest.raises(DeviceError, match="latents are on meta"):
             attachment._keys(torch.zeros(2, 64, device="meta"))
+        # Per call, every check before any counter moves.
+        envs = model.world_model.env_num
+        shape = TINY_IMAGE if VERSION == LIGHTZERO_MAIN else TINY_VECTOR
+        drive(model, shape, Schedule(steps=1, simulations=1))
+        counted = (wm.hit_count, wm.total_query_count, attachment.manager.stats())
+        action = torch.zeros(envs, dtype=torch.long)
+        for latents, error, match in (
+            (torch.zeros(envs, 1, 64, dtype=torch.float64).numpy(), DTypeError, "float64"),
+            (torch.zeros(envs, 1, 64, device="meta"), DeviceError, "meta"),
+        ):
+            with pytest.raises(error, match=match):
+                wm.forward_recurrent_inference([(latents, action)], 0, [1] * envs, 0)
+            assert (wm.hit_count, wm.total_query_count, attachment.manager.stats()) == counted
+        if not getattr(wm.config, "rotary_emb", False):
+            table = wm.pos_emb_diff_k
+            wm.pos_emb_diff_k = [{k: v.clone() for k, v in layer.items()} for layer in table]
+            key = next(iter(wm.pos_emb_diff_k[0]))
+            wm.pos_emb_diff_k[0][key].fill_(float("inf"))  # a weight update gone wrong
+            latents = torch.zeros(envs, 1, 64).numpy()
+            with pytest.raises(BatchError, match="finite"):
+                wm.forward_recurrent_inference([(latents, action)], 0, [1] * envs, 0)
+            assert (wm.hit_count, wm.total_query_count, attachment.manager.stats()) == counted
+            wm.pos_emb_diff_k = table
+        # The proxies follow Python's protocols: typed refusals, AttributeError for hasattr.
+        proxy = wm.past_kv_cache_init_infer_envs[0]
+        for probe in (
+            lambda: proxy[1],
+            lambda: 1 in proxy,
+            lambda: proxy.__setitem__(1, 2),
+            lambda: list(proxy),
+        ):
+            with pytest.raises(UnsupportedOperationError, match="managed by zerokv"):
+                probe()
+        with pytest.raises(UnsupportedAttributeError):
+            proxy.get  # noqa: B018
+        assert not hasattr(proxy, "_key_to_index")
+        assert getattr(proxy, "get", "default") == "default"
+        assert isinstance(UnsupportedAttributeError("x"), AttributeError)
     finally:
         wm.reanalyze_phase = False
         attachment.detach()

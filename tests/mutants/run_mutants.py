@@ -79,6 +79,8 @@ ENTRY = "impl/zerokv/entry.py"
 SLAB = "impl/zerokv/slab.py"
 MANAGER = "impl/zerokv/manager.py"
 GUARD = "impl/zerokv/guard.py"
+POOL = "impl/zerokv/pool.py"
+SPEC_POOL = "spec/zerokv_spec/pool.py"
 ROWS = "impl/zerokv/rows.py"
 KEYS_MOD = "impl/zerokv/keys.py"
 RELIABILITY_T = "tests/test_reliability.py"
@@ -428,6 +430,31 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (RELIABILITY_T,),
+    ),
+    Mutant(
+        "pool-generation-not-bumped",
+        "SlotPool: a store or clear through a tier does not start a new generation",
+        (
+            Edit(
+                POOL,
+                "        if rows:\n            self.generation += 1",
+                "        if False:\n            pass",
+            ),
+        ),
+        (RELIABILITY_T,),
+    ),
+    Mutant(
+        "spec-peek-fingerprint-unchecked",
+        "zerokv_spec: peek (and so peek_many) accepts a fingerprint that is not a 64-bit int",
+        (
+            Edit(
+                SPEC_POOL,
+                'no statistics, no recency."""\n        check_key(key)\n'
+                "        _check_fingerprint(fingerprint)",
+                'no statistics, no recency."""\n        check_key(key)',
+            ),
+        ),
+        ("tests/test_spec_properties.py",),
     ),
     Mutant(
         "correction-edit-ignored",

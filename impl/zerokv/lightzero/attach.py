@@ -64,7 +64,16 @@ import torch
 
 from zerokv import checks
 from zerokv.entry import Batch, Correction
-from zerokv.errors import ConcurrentUseError, ConfigError, DeviceError, UnsupportedOperationError
+from zerokv.errors import (
+    BatchError,
+    ConcurrentUseError,
+    ConfigError,
+    DeviceError,
+    DTypeError,
+    ShapeError,
+    UnsupportedAttributeError,
+    UnsupportedOperationError,
+)
 from zerokv.keys import legacy_keys, zkv64_keys
 from zerokv.manager import CacheConfig, CacheManager
 from zerokv_spec.manager import Scope
@@ -176,6 +185,18 @@ class BatchView:
     __slots__ = ("_keys_values",)
 
     def __init__(self, kv: torch.Tensor, start: int, end: int) -> None:
+        if not isinstance(kv, torch.Tensor) or kv.dim() != 6 or kv.shape[1] != 2:
+            got = tuple(kv.shape) if isinstance(kv, torch.Tensor) else type(kv).__name__
+            raise ShapeError(f"BatchView takes a batch [L, 2, B, H, W, d], got {got}")
+        width = int(kv.shape[4])
+        for name, value in (("start", start), ("end", end)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BatchError(f"BatchView {name} must be an int, got {value!r}")
+        if not 0 <= start <= end <= width:
+            raise BatchError(
+                f"BatchView window [{start}, {end}) must lie in the batch's {width} columns "
+                "with start <= end"
+            )
         self._keys_values = tuple(
             LayerView(kv[layer, 0], kv[layer, 1], start, end) for layer in range(kv.shape[0])
         )
@@ -207,10 +228,32 @@ class _Refusing:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        raise UnsupportedOperationError(
+        raise UnsupportedAttributeError(
             f"{self._path(name)}: this world model's caches are managed by zerokv "
             f"(zerokv.lightzero.attach){self._reaches} - detach() first"
         )
+
+    def _refuse(self, what: str) -> UnsupportedOperationError:
+        return UnsupportedOperationError(
+            f"{self._path(what)}: this world model's caches are managed by zerokv "
+            f"(zerokv.lightzero.attach){self._reaches} - detach() first"
+        )
+
+    # LightZero's pools are dicts; their protocols are refused with zerokv's error.
+    def __getitem__(self, key: object) -> Any:
+        raise self._refuse(f"[{key!r}]")
+
+    def __setitem__(self, key: object, value: object) -> None:
+        raise self._refuse(f"[{key!r}] = ...")
+
+    def __delitem__(self, key: object) -> None:
+        raise self._refuse(f"del [{key!r}]")
+
+    def __contains__(self, key: object) -> bool:
+        raise self._refuse(f"{key!r} in")
+
+    def __iter__(self) -> Iterator[Any]:
+        raise self._refuse("iteration")
 
 
 class _PoolProxy(_Refusing):
@@ -325,6 +368,17 @@ def detect_version(wm: LightZeroObject) -> str:
         f"wm_forward_for_initial_infererence{tuple(initial[1:])}, "
         f"update_cache_context{tuple(update[1:])} match neither 0.2.0 nor main 9f717c80+"
     )
+
+
+def positive_option(options: dict[str, Any], name: str) -> int | None:
+    """``options[name]`` as an int >= 1, or None when not given (``ConfigError`` for
+    anything else: no ``int()`` coercion, no silent default for 0)."""
+    value = options.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+    return value
 
 
 def _config_flag(config: object, name: str) -> bool:
@@ -551,16 +605,23 @@ class Attachment:
         scope = options.get("scope", Scope.ENV)
         if not isinstance(scope, Scope):
             raise ConfigError(f"scope must be a zerokv.Scope, got {scope!r}")
-        sims: Any = options.get("num_simulations") or getattr(config, "num_simulations", 50)
-        max_cache: Any = options.get("max_cache_size") or getattr(config, "max_cache_size", 5000)
+        sims = positive_option(options, "num_simulations")
+        if sims is None:
+            sims = int(getattr(config, "num_simulations", 50))
+        max_cache = positive_option(options, "max_cache_size")
+        if max_cache is None:
+            max_cache = int(getattr(config, "max_cache_size", 5000))
+        verify = options.get("verify", True)
+        if not isinstance(verify, bool):
+            raise ConfigError(f"verify must be a bool, got {verify!r}")
         cfg = CacheConfig.legacy(
             int(wm.env_num),
             self.num_layers,
             self.num_heads,
             self.head_dim,
             self.context_length,
-            int(sims),
-            int(max_cache),
+            sims,
+            max_cache,
             scope=scope,
             device=device,
             dtype=dtype,
@@ -570,7 +631,7 @@ class Attachment:
         self.manager = CacheManager(cfg, key_fn=legacy_keys if key == "xxh64" else None)
         self.key = key
         #: Fingerprints checked on every hit (zkv64; a mismatch is a counted miss).
-        self.verify = bool(options.get("verify", True))
+        self.verify = verify
         self._key_fn = legacy_keys if key == "xxh64" else zkv64_keys
         #: Keys of this search's stored latents by their bytes (CPU caches only; ``_keys``).
         self._memo: dict[bytes, tuple[int, int]] | None = (
@@ -720,6 +781,25 @@ class Attachment:
         return self._correction
 
     # ------------------------------------------------------------------ helpers
+    def _latents(self, latest: Any) -> torch.Tensor:
+        """The search's parent latents (numpy rows, or a tensor) on the cache's device, in
+        the model's dtype; refused before any counter moves."""
+        if isinstance(latest, torch.Tensor) and latest.device.type not in ("cpu", self.device.type):
+            raise DeviceError(
+                f"latents are on {latest.device}, the attached model on {self.device}"
+            )
+        try:
+            latents = torch.as_tensor(latest)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise DTypeError(
+                f"latents must be a tensor or an array, got {type(latest).__name__}: {err}"
+            ) from None
+        if latents.dtype != self.dtype:
+            raise DTypeError(
+                f"latents must have the model's dtype {self.dtype}, got {latents.dtype}"
+            )
+        return latents.to(self.device)
+
     def _sizes(self, batch: Batch, t: int) -> list[int]:
         """The entry size of every row (one host read: the only one of a call)."""
         self.counts.host_reads += 1
@@ -845,6 +925,7 @@ class Attachment:
                 raise ConfigError(
                     f"ready_env_id has {len(env_ids)} entries for a batch of {rows} rows"
                 )
+        self.correction()  # a bad table is refused before anything moves
         if self.version == LIGHTZERO_MAIN:
             wm.current_infer_env_ids = env_ids
         with torch.no_grad():
@@ -1023,8 +1104,9 @@ class Attachment:
         rows = int(latest.shape[0])
         clock = time.perf_counter
         begin = clock()
+        correction = self.correction()  # a bad table is refused before anything moves
+        latents = self._latents(latest)
         with torch.no_grad():
-            latents = torch.as_tensor(latest).to(self.device)
             env_ids = self._recurrent_env_ids(rows)
             keys, fps = self._keys(latents, host=latest if not torch.is_tensor(latest) else None)
             found = mgr.lookup_many(env_ids, keys, fps)
@@ -1039,7 +1121,7 @@ class Attachment:
             out, reward = self._recurrent_forwards(batch.kv, sizes, action, start_pos, depth)
             begin = clock()
             child_keys, child_fps = self._keys(wm.latent_state)
-            mgr.store_recurrent_batch(env_ids, child_keys, batch, self.correction(), child_fps)
+            mgr.store_recurrent_batch(env_ids, child_keys, batch, correction, child_fps)
             spent += clock() - begin
         self.counts.recurrent_calls += 1
         self.counts.recurrent_cache_seconds += spent

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+import torch
+
 from zerokv.errors import ConfigError
 from zerokv.lightzero.manager import KVCacheManager
 
@@ -36,6 +38,11 @@ _replaced: dict[str, type] = {}
 
 def _module(module: ModuleType | None) -> ModuleType:
     if module is not None:
+        if not isinstance(module, ModuleType):
+            raise ConfigError(
+                f"install(module) takes LightZero's kv_cache_manager module (or None: "
+                f"{LIGHTZERO_MODULE}), got {type(module).__name__} {module!r}"
+            )
         return module
     try:
         return importlib.import_module(LIGHTZERO_MODULE)
@@ -53,6 +60,7 @@ def _with_options(options: dict[str, Any]) -> type[KVCacheManager]:
     unknown = set(options) - allowed
     if unknown:
         raise ConfigError(f"install() takes the options {sorted(allowed)}, got {sorted(unknown)}")
+    _check_options(options)
 
     class Configured(KVCacheManager):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -61,6 +69,22 @@ def _with_options(options: dict[str, Any]) -> type[KVCacheManager]:
     Configured.__name__ = Configured.__qualname__ = "KVCacheManager"
     Configured.__doc__ = f"zerokv.lightzero.KVCacheManager with {options} (install())."
     return Configured
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """The option values, checked now as the manager's constructor would check them when
+    LightZero builds it (``ConfigError``), so a bad install fails at install time."""
+    from zerokv.lightzero.manager import _canonical_device, _count
+
+    if options.get("device") is not None:
+        _canonical_device(options["device"])
+    dtype = options.get("dtype")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ConfigError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if "shadow" in options and not isinstance(options["shadow"], bool):
+        raise ConfigError(f"shadow must be a bool, got {options['shadow']!r}")
+    if "hit_rate_window" in options:
+        _count(options["hit_rate_window"], "hit_rate_window")
 
 
 def install(module: ModuleType | None = None, **options: Any) -> type:

@@ -63,6 +63,7 @@ from zerokv.lightzero.attach import (
     _world_model,
     attached_call,
     attachment_of,
+    positive_option,
     register_attachment,
 )
 from zerokv.search import NodeAddress, SearchBatch, SearchCache, SearchConfig
@@ -77,15 +78,6 @@ MCTS_ATTRIBUTES = ("_mcts_collect", "_mcts_eval")
 MODEL_ATTRIBUTES = ("_collect_model", "_eval_model")
 
 
-def _positive_option(options: dict[str, Any], name: str) -> int | None:
-    value = options.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
 class NodeAttachment(Attachment):
     """A world model whose caches are a node-addressed ``SearchCache`` (module docstring)."""
 
@@ -93,7 +85,7 @@ class NodeAttachment(Attachment):
 
     def _build_cache(self, options: dict[str, Any]) -> None:
         wm, config = self.world_model, self.world_model.config
-        sims = _positive_option(options, "num_simulations")
+        sims = positive_option(options, "num_simulations")
         if sims is None:
             sims = int(getattr(config, "num_simulations", 50))
         env_num = int(wm.env_num)
@@ -266,6 +258,7 @@ class NodeAttachment(Attachment):
                 "model driven without LightZero's MCTS use zerokv.lightzero.attach"
             )
         wm = self.world_model
+        correction = self.correction()  # a bad table is refused before anything moves
         index_in_path, index_in_batch = pending
         rows = len(index_in_path)
         if isinstance(simulation_index, bool) or not isinstance(simulation_index, int):
@@ -284,7 +277,7 @@ class NodeAttachment(Attachment):
             spent = clock() - begin
             out, reward = self._recurrent_forwards(batch.kv, sizes, action, start_pos, search_depth)
             begin = clock()
-            self.cache.store_nodes(search, parents, children, depths, batch, self.correction())
+            self.cache.store_nodes(search, parents, children, depths, batch, correction)
             spent += clock() - begin
         self.counts.recurrent_cache_seconds += spent
         self._pending = None
