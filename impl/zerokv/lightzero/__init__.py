@@ -15,6 +15,10 @@ The package's modules, each owning one thing:
 * ``policy`` - ``attach_policy(policy)``: the way in for a LightZero user; the policy's
   collect and eval searches tell a node-addressed cache (``zerokv.search``) which node
   each leaf expands, so nothing is hashed or looked up;
+* ``apply`` - ``apply()`` / ``revert()``: every UniZero policy built afterwards (a
+  ``train_unizero`` run) on ``attach_policy``;
+* ``verify`` - ``attach_policy(policy, verify=True)``: LightZero's own caching on a
+  weight-sharing twin, every output compared in lockstep;
 * ``attach`` - ``attach(world_model)`` / ``Attachment.detach()`` / ``attached()``: the
   batched integration; LightZero's world model (0.2.0 or main) with its cache glue replaced
   by ``zerokv.CacheManager``'s batched calls, one instance at a time, reversibly.
@@ -22,6 +26,7 @@ The package's modules, each owning one thing:
 The hit-rate warning the manager logs comes from ``zerokv.diagnostics``.
 """
 
+from zerokv.lightzero.apply import Applied, applied, apply, revert
 from zerokv.lightzero.attach import (
     LIGHTZERO_020,
     LIGHTZERO_MAIN,
@@ -58,6 +63,7 @@ from zerokv.lightzero.manager import (
 )
 from zerokv.lightzero.policy import NodeAttachment, PolicyAttachment, attach_nodes, attach_policy
 from zerokv.lightzero.store import KVSnapshot
+from zerokv.lightzero.verify import LockstepDivergence, Verifier
 
 __all__ = [
     "DEFAULT_CLEAR_ALL_LOG_FREQ",
@@ -67,6 +73,7 @@ __all__ = [
     "LIGHTZERO_020",
     "LIGHTZERO_MAIN",
     "LIGHTZERO_MODULE",
+    "Applied",
     "Attachment",
     "BatchView",
     "CacheStats",
@@ -77,8 +84,12 @@ __all__ = [
     "LayoutCache",
     "LayoutKVCache",
     "LayoutKeysValues",
+    "LockstepDivergence",
     "NodeAttachment",
     "PolicyAttachment",
+    "Verifier",
+    "applied",
+    "apply",
     "attach",
     "attach_nodes",
     "attach_policy",
@@ -89,6 +100,7 @@ __all__ = [
     "installed",
     "is_installed",
     "lightzero_key",
+    "revert",
     "uninstall",
     "unsigned_key",
 ]

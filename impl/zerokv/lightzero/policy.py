@@ -66,6 +66,7 @@ from zerokv.lightzero.attach import (
     positive_option,
     register_attachment,
 )
+from zerokv.lightzero.verify import Verifier
 from zerokv.search import NodeAddress, SearchBatch, SearchCache, SearchConfig
 
 __all__ = ["NodeAttachment", "PolicyAttachment", "attach_nodes", "attach_policy"]
@@ -413,6 +414,9 @@ class PolicyAttachment:
         (wm,) = worlds.values()
         if attachment_of(wm) is not None:
             raise ConfigError("this policy's world model is already attached; detach() it first")
+        verify = options.pop("verify", False)
+        if not isinstance(verify, bool):
+            raise ConfigError(f"verify must be a bool, got {verify!r}")
         searches = {name: _mcts_search(m) for name, m in present.items()}
         needed = max([_policy_simulations(policy), *map(_search_simulations, present.values())])
         if "num_simulations" not in options:
@@ -427,8 +431,13 @@ class PolicyAttachment:
         self.world = NodeAttachment(wm, **options)
         self.mcts = present
         self._saved_search: dict[str, Any] = {}
+        #: ``verify=True``: LightZero's own caching on a weight-sharing twin, every call
+        #: compared (``zerokv.lightzero.verify``); made before the world model is attached.
+        self.verifier = Verifier(wm, self.world.env_num) if verify else None
         register_attachment(wm, self.world)
         self.world._install()
+        if self.verifier is not None:
+            self.verifier.install()
         for name, m in present.items():
             state = m.__dict__
             self._saved_search[name] = state.get("search", _ABSENT)
@@ -446,11 +455,18 @@ class PolicyAttachment:
                 m.__dict__.pop("search", None)
             else:
                 m.__dict__["search"] = saved
+        if self.verifier is not None:
+            self.verifier.remove()
         self.world.detach()
         self.attached = False
 
     def stats(self) -> dict[str, Any]:
-        return self.world.stats()
+        """The world model's statistics, and with ``verify`` the lockstep's counts
+        (``verified``: calls, compared outputs, divergences by kind)."""
+        out = self.world.stats()
+        if self.verifier is not None:
+            out["verified"] = self.verifier.summary()
+        return out
 
     def __enter__(self) -> PolicyAttachment:
         return self
@@ -485,7 +501,10 @@ def attach_policy(policy: LightZeroObject, **options: Any) -> PolicyAttachment:
     main, C++ tree) on a node-addressed cache (module docstring). Options: ``device``
     (checked against the model's), ``num_simulations`` (the nodes per row preallocated;
     default the most any of the policy's searches makes). Raises ``ConfigError`` for an
-    unsupported policy, MCTS or option, changing nothing then."""
+    unsupported policy, MCTS or option, changing nothing then. ``verify=True`` runs
+    LightZero's own caching beside zerokv on a weight-sharing twin and compares every
+    output (``zerokv.lightzero.verify``: classified LightZero defects are counted, anything
+    else raises ``LockstepDivergence``)."""
     return PolicyAttachment(policy, **options)
 
 
