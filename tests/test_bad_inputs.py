@@ -888,7 +888,7 @@ def _fake_lightzero() -> Any:
 
     module = types.ModuleType("fake_kv_cache_manager")
     module.KVCacheManager = type("KVCacheManager", (), {})  # type: ignore[attr-defined]
-    _FAKES.append((module, module.KVCacheManager))  # type: ignore[attr-defined]
+    _FAKES.append((module, module.KVCacheManager))
     return module
 
 
@@ -1028,44 +1028,44 @@ SEARCH_ROWS: tuple[Row, ...] = (
         "store_nodes",
         "an occupied child",
         NodeOccupiedError,
-        lambda c: _expand(*c, [A00, A01], children=[A10, A11], depths=[1, 1]),
+        lambda c: _expand(c[0], c[1], [A00, A01], children=[A10, A11], depths=[1, 1]),
     ),
     row(
         "store_nodes",
         "one child twice",
         NodeOccupiedError,
-        lambda c: _expand(*c, [A10, A11], children=[NodeAddress(2, 0)] * 2),
+        lambda c: _expand(c[0], c[1], [A10, A11], children=[NodeAddress(2, 0)] * 2),
     ),
     row(
         "store_nodes",
         "a child at index 0",
         NodeRangeError,
-        lambda c: _expand(*c, [A10, A11], children=[A00, A01]),
+        lambda c: _expand(c[0], c[1], [A10, A11], children=[A00, A01]),
     ),
     row(
         "store_nodes",
         "a wrong depth",
         NodeDepthError,
-        lambda c: _expand(*c, [A10, A11], depths=[2, 3]),
+        lambda c: _expand(c[0], c[1], [A10, A11], depths=[2, 3]),
     ),
     row(
         "store_nodes",
         "a bool depth",
         NodeRangeError,
-        lambda c: _expand(*c, [A10, A11], depths=[True, 2]),
+        lambda c: _expand(c[0], c[1], [A10, A11], depths=[True, 2]),
     ),
-    row("store_nodes", "fewer depths", BatchError, lambda c: _expand(*c, [A10, A11], depths=[2])),
+    row("store_nodes", "fewer depths", BatchError, lambda c: _expand(c[0], c[1], [A10, A11], depths=[2])),
     row(
         "store_nodes",
         "a batch of another row count",
         BatchError,
-        lambda c: _expand(*c, [A10, A11], batch=Batch(kv(3), keys(1, 1, 1))),
+        lambda c: _expand(c[0], c[1], [A10, A11], batch=Batch(kv(3), keys(1, 1, 1))),
     ),
     row(
         "store_nodes",
         "a NaN correction",
         BatchError,
-        lambda c: _expand(*c, [A10, A11], correction=_nan_correction()),
+        lambda c: _expand(c[0], c[1], [A10, A11], correction=_nan_correction()),
     ),
     row(
         "store_roots",
@@ -1112,7 +1112,7 @@ def test_search_cache_refuses_and_changes_nothing(bad: Row) -> None:
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])  # type: ignore[arg-type]
     assert before[2:] == after[2:]
     # The cache still works: the next expansion goes through.
-    _expand(*subject, [A10, A11])
+    _expand(subject[0], subject[1], [A10, A11])
 
 
 @pytest.mark.parametrize("bad", MODULE_ROWS, ids=lambda r: f"{r.entry}: {r.mistake}")

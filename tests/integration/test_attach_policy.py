@@ -47,7 +47,12 @@ try:
 except Exception as err:  # LightZero, its zoo or DI-engine's policy stack missing
     MISSING = f"{type(err).__name__}: {err}"
 
-if MISSING and os.environ.get("ZEROKV_REQUIRE_LIGHTZERO"):
+if not MISSING and importlib.import_module("zerokv.bench.unizero").lightzero_version() == "main":
+    # main's UniZero cannot build vector-observation models as shipped (its MLP encoder
+    # takes no layer_num): the CartPole policy is 0.2.0's. Main's searches are covered at
+    # the model level (test_attach_real_model.py, the node cache).
+    MISSING = "LightZero main: the CartPole zoo policy does not build (0.2.0 only)"
+elif MISSING and os.environ.get("ZEROKV_REQUIRE_LIGHTZERO"):
     raise RuntimeError(f"ZEROKV_REQUIRE_LIGHTZERO is set but {MISSING}")
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"LightZero's policy stack: {MISSING}")

@@ -284,7 +284,7 @@ def test_a_detached_attachment_refuses_every_later_call() -> None:
     for call in (
         lambda: kept(history, 0, [1] * envs, 0),
         attachment.clear_caches,
-        attachment.forward_initial_inference,
+        lambda: attachment.forward_initial_inference({}),
         kept_clear.clear,
     ):
         with pytest.raises(UnsupportedOperationError, match="after detach"):
@@ -496,7 +496,8 @@ def test_bad_input_is_refused_at_attach_time_and_changes_nothing() -> None:
             assert (wm.hit_count, wm.total_query_count, attachment.manager.stats()) == counted
             wm.pos_emb_diff_k = table
         # The proxies follow Python's protocols: typed refusals, AttributeError for hasattr.
-        proxy = wm.past_kv_cache_init_infer_envs[0]
+        legacy = "past_kv_cache_init_infer_envs" in wm.__dict__
+        proxy = wm.past_kv_cache_init_infer_envs[0] if legacy else wm.kv_cache_manager.init_pools[0]
         for probe in (
             lambda: proxy[1],
             lambda: 1 in proxy,

@@ -40,7 +40,12 @@ try:
 except Exception as err:  # LightZero, its zoo or DI-engine's training stack missing
     MISSING = f"{type(err).__name__}: {err}"
 
-if MISSING and os.environ.get("ZEROKV_REQUIRE_LIGHTZERO"):
+if not MISSING and importlib.import_module("zerokv.bench.unizero").lightzero_version() == "main":
+    # main's UniZero cannot build vector-observation models as shipped (its MLP encoder
+    # takes no layer_num): the CartPole policy is 0.2.0's. Main's searches are covered at
+    # the model level (test_attach_real_model.py, the node cache).
+    MISSING = "LightZero main: the CartPole zoo policy does not build (0.2.0 only)"
+elif MISSING and os.environ.get("ZEROKV_REQUIRE_LIGHTZERO"):
     raise RuntimeError(f"ZEROKV_REQUIRE_LIGHTZERO is set but {MISSING}")
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"LightZero's training stack: {MISSING}")
@@ -117,8 +122,8 @@ def test_a_planted_cache_bug_fails_the_training_run(
 
 
 def test_apply_the_users_model_checkpoints_and_revert(tmp_path: Path) -> None:
-    from ding.config import compile_config
-    from ding.policy import create_policy
+    compile_config = importlib.import_module("ding.config").compile_config
+    create_policy = importlib.import_module("ding.policy").create_policy
 
     cls = importlib.import_module("lzero.policy.unizero").UniZeroPolicy
     before = dict(cls.__dict__)
