@@ -1054,7 +1054,12 @@ SEARCH_ROWS: tuple[Row, ...] = (
         NodeRangeError,
         lambda c: _expand(c[0], c[1], [A10, A11], depths=[True, 2]),
     ),
-    row("store_nodes", "fewer depths", BatchError, lambda c: _expand(c[0], c[1], [A10, A11], depths=[2])),
+    row(
+        "store_nodes",
+        "fewer depths",
+        BatchError,
+        lambda c: _expand(c[0], c[1], [A10, A11], depths=[2]),
+    ),
     row(
         "store_nodes",
         "a batch of another row count",
