@@ -168,6 +168,10 @@ LIGHTZERO_PACKAGES: list[str] = [
     "scipy",
     "psutil",
     "pympler",
+    # train_unizero (tests/integration/test_train_unizero.py): compile_config saves the
+    # config formatted with yapf.
+    "yapf",
+    "platformdirs",
 ]
 
 MYPY_TARGETS: list[str] = ["spec/zerokv_spec", "impl/zerokv", "tests", "noxfile.py"]
