@@ -51,12 +51,18 @@ from zerokv.errors import (
     NodeMissingError,
     NodeOccupiedError,
     NodeRangeError,
-    StaleSearchError,
 )
 from zerokv.guard import exclusive
 from zerokv.slab import Slab, storage_device, storage_dtype, store_window
 from zerokv_spec.entry import overflow_drop
-from zerokv_spec.search import NodeAddress, child_length
+from zerokv_spec.search import (
+    NodeAddress,
+    check_address,
+    check_current,
+    check_env_ids,
+    check_search_rows,
+    child_length,
+)
 from zerokv_spec.search import SearchConfig as SpecSearchConfig
 
 __all__ = ["NodeAddress", "SearchBatch", "SearchCache", "SearchConfig", "child_length"]
@@ -167,34 +173,13 @@ class SearchCache:
             if env_ids.device.type != "cpu" or env_ids.dim() != 1:
                 raise EnvIdError("env ids must be a list of ints or a 1-d CPU tensor")
             env_ids = env_ids.tolist()
-        ids = tuple(env_ids)
-        for e in ids:
-            if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e < self.env_num:
-                raise EnvIdError(f"env ids must be ints in [0, {self.env_num}), got {e!r}")
-        return ids
+        return check_env_ids(env_ids, self.env_num)
 
     def _current(self, search: object) -> tuple[int, ...]:
-        if self.env_ids is None or isinstance(search, bool) or search != self.search:
-            raise StaleSearchError(
-                f"search {search!r} is not the current search "
-                f"({self.search if self.env_ids is not None else 'none is running'})"
-            )
-        return self.env_ids
+        return check_current(search, self.search, self.env_ids)
 
     def _address(self, address: object, rows: int, child: bool) -> NodeAddress:
-        if not isinstance(address, NodeAddress):
-            raise NodeRangeError(f"expected a NodeAddress, got {type(address).__name__}")
-        index, row = address.index, address.row
-        for what, value in (("a node index", index), ("a node row", row)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise NodeRangeError(f"{what} must be an int, got {value!r}")
-        low = 1 if child else 0
-        if not low <= index <= self.num_simulations or not 0 <= row < rows:
-            raise NodeRangeError(
-                f"{'child' if child else 'parent'} address {(index, row)} outside "
-                f"[{low}, {self.num_simulations}] x [0, {rows})"
-            )
-        return address
+        return check_address(address, rows, self.num_simulations, child)
 
     def _parent_length(self, address: NodeAddress, env_ids: tuple[int, ...]) -> int:
         if address.index == 0:
@@ -372,11 +357,7 @@ class SearchCache:
         """Start a search whose row ``b`` is rooted at ``env_ids[b]``'s root entry; every
         node address is emptied. Returns the search's number."""
         ids = self._env_ids(env_ids)
-        if not 1 <= len(ids) <= self.max_rows:
-            raise NodeRangeError(
-                f"a search has 1 to {self.max_rows} rows (the preallocated "
-                f"num_simulations x rows), got {len(ids)}"
-            )
+        check_search_rows(len(ids), self.max_rows)
         missing = [e for e in ids if not self._has_root[e]]
         if missing:
             raise NodeMissingError(

@@ -67,7 +67,16 @@ from zerokv_spec.errors import (
 )
 from zerokv_spec.validate import positive_int
 
-__all__ = ["NodeAddress", "SearchCache", "SearchConfig", "child_length"]
+__all__ = [
+    "NodeAddress",
+    "SearchCache",
+    "SearchConfig",
+    "check_address",
+    "check_current",
+    "check_env_ids",
+    "check_search_rows",
+    "child_length",
+]
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,53 @@ def _int(value: object, what: str) -> int:
     return value
 
 
+# The argument checks, shared with the implementation (``zerokv.search``): one rule each.
+
+
+def check_env_ids(env_ids: Sequence[int], env_num: int) -> tuple[int, ...]:
+    """``env_ids`` as a tuple of ints in ``[0, env_num)`` (``EnvIdError`` otherwise)."""
+    ids = tuple(env_ids)
+    for e in ids:
+        if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e < env_num:
+            raise EnvIdError(f"env ids must be ints in [0, {env_num}), got {e!r}")
+    return ids
+
+
+def check_current(search: object, current: int, env_ids: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The rows of the running search numbered ``current`` if ``search`` names it
+    (``StaleSearchError`` otherwise)."""
+    if env_ids is None or isinstance(search, bool) or search != current:
+        raise StaleSearchError(
+            f"search {search!r} is not the current search "
+            f"({current if env_ids is not None else 'none is running'})"
+        )
+    return env_ids
+
+
+def check_address(address: object, rows: int, num_simulations: int, child: bool) -> NodeAddress:
+    """``address`` if it lies in ``[0 or 1, num_simulations] x [0, rows)`` (children start
+    at index 1; ``NodeRangeError`` otherwise)."""
+    if not isinstance(address, NodeAddress):
+        raise NodeRangeError(f"expected a NodeAddress, got {type(address).__name__}")
+    index = _int(address.index, "a node index")
+    row = _int(address.row, "a node row")
+    low = 1 if child else 0
+    if not low <= index <= num_simulations or not 0 <= row < rows:
+        raise NodeRangeError(
+            f"{'child' if child else 'parent'} address {(index, row)} outside "
+            f"[{low}, {num_simulations}] x [0, {rows})"
+        )
+    return address
+
+
+def check_search_rows(rows: int, max_rows: int) -> None:
+    if not 1 <= rows <= max_rows:
+        raise NodeRangeError(
+            f"a search has 1 to {max_rows} rows (the preallocated num_simulations x rows), "
+            f"got {rows}"
+        )
+
+
 class SearchCache:
     """Root entries per environment and one search's node entries (module docstring)."""
 
@@ -130,32 +186,13 @@ class SearchCache:
 
     # ------------------------------------------------------------------ checks
     def _env_ids(self, env_ids: Sequence[int]) -> tuple[int, ...]:
-        ids = tuple(env_ids)
-        for e in ids:
-            if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e < self.config.env_num:
-                raise EnvIdError(f"env ids must be ints in [0, {self.config.env_num}), got {e!r}")
-        return ids
+        return check_env_ids(env_ids, self.config.env_num)
 
     def _current(self, search: object) -> tuple[int, ...]:
-        if self.env_ids is None or search != self.search or isinstance(search, bool):
-            raise StaleSearchError(
-                f"search {search!r} is not the current search "
-                f"({self.search if self.env_ids is not None else 'none is running'})"
-            )
-        return self.env_ids
+        return check_current(search, self.search, self.env_ids)
 
     def _address(self, address: object, rows: int, child: bool) -> NodeAddress:
-        if not isinstance(address, NodeAddress):
-            raise NodeRangeError(f"expected a NodeAddress, got {type(address).__name__}")
-        index = _int(address.index, "a node index")
-        row = _int(address.row, "a node row")
-        low = 1 if child else 0
-        if not low <= index <= self.config.num_simulations or not 0 <= row < rows:
-            raise NodeRangeError(
-                f"{'child' if child else 'parent'} address {(index, row)} outside "
-                f"[{low}, {self.config.num_simulations}] x [0, {rows})"
-            )
-        return address
+        return check_address(address, rows, self.config.num_simulations, child)
 
     def _parent(self, address: NodeAddress, env_ids: tuple[int, ...]) -> Entry:
         if address.index == 0:
@@ -252,11 +289,7 @@ class SearchCache:
         """Start a search whose row ``b`` is rooted at ``env_ids[b]``'s root entry: every
         node address is emptied; returns the search's number."""
         ids = self._env_ids(env_ids)
-        if not 1 <= len(ids) <= self.config.max_rows:
-            raise NodeRangeError(
-                f"a search has 1 to {self.config.max_rows} rows (the preallocated "
-                f"num_simulations x rows), got {len(ids)}"
-            )
+        check_search_rows(len(ids), self.config.max_rows)
         missing = [e for e in ids if self.roots[e] is None]
         if missing:
             raise NodeMissingError(

@@ -875,11 +875,9 @@ class Attachment:
         pool) on zerokv."""
         self._check_live()
         wm = self.world_model
-        if self._memo is not None:
-            self._memo.clear()  # a new search: only this step's latents are parents
         with torch.no_grad():
             outputs, latent = wm.reset_for_initial_inference(obs_act_dict, start_pos)
-            self.manager.clear_recurrent()
+            self._search_ends()
         self.counts.initial_calls += 1
         return (
             outputs.output_sequence,
@@ -888,6 +886,13 @@ class Attachment:
             outputs.logits_policy,
             outputs.logits_value,
         )
+
+    def _search_ends(self) -> None:
+        """After a root step: the last search's nodes are read no more (LightZero clears its
+        recurrent pool here); only this step's latents are parents now."""
+        if self._memo is not None:
+            self._memo.clear()
+        self.manager.clear_recurrent()
 
     @attached_call
     def wm_forward_for_initial_infererence(
@@ -1005,7 +1010,7 @@ class Attachment:
         env_ids: list[int],
     ) -> Any:
         """A continuing root step: the previous root entry + the action + the current latent."""
-        wm, mgr = self.world_model, self.manager
+        mgr = self.manager
         rows = int(current.shape[0])
         last = last[:rows]
         keys, fps = self._keys(last)
@@ -1013,15 +1018,20 @@ class Attachment:
         batch = mgr.gather_reserve(found, 2)
         sizes = self._sizes(batch, 2)
         batch, missed = self._fill_misses(batch, sizes, last, start_pos, 2)
+        self._count_root(rows, missed)
+        out = self._root_forwards(batch.kv, sizes, last, action, current, start_pos)
+        child_keys, child_fps = self._keys(current)
+        mgr.store_root_batch(env_ids, child_keys, batch, self.correction(), child_fps)
+        return out
+
+    def _count_root(self, rows: int, missed: int) -> None:
+        """A root batch's lookups in LightZero's counters and the attachment's."""
+        wm = self.world_model
         wm.root_total_query_cnt += rows
         wm.root_hit_cnt += rows - missed
         self.counts.root_batches += 1
         self.counts.root_lookups += rows
         self.counts.root_hits += rows - missed
-        out = self._root_forwards(batch.kv, sizes, last, action, current, start_pos)
-        child_keys, child_fps = self._keys(current)
-        mgr.store_root_batch(env_ids, child_keys, batch, self.correction(), child_fps)
-        return out
 
     def _root_forwards(
         self,

@@ -193,18 +193,13 @@ class NodeAttachment(Attachment):
         start_pos: Any,
         env_ids: list[int],
     ) -> Any:
-        wm = self.world_model
         rows = int(current.shape[0])
         last = last[:rows]
         gathered = self.cache.gather_roots(env_ids, 2)
         sizes = [n - 2 for n in gathered.host_lengths]
         filled, missed = self._fill_misses(gathered, sizes, last, start_pos, 2)
         batch = _with_host(filled, [s + 2 for s in sizes])
-        wm.root_total_query_cnt += rows
-        wm.root_hit_cnt += rows - missed
-        self.counts.root_batches += 1
-        self.counts.root_lookups += rows
-        self.counts.root_hits += rows - missed
+        self._count_root(rows, missed)
         out = self._root_forwards(batch.kv, sizes, last, action, current, start_pos)
         self.cache.store_roots(env_ids, batch, self.correction())
         self._root_env_ids = list(env_ids)
@@ -223,21 +218,8 @@ class NodeAttachment(Attachment):
         self._root_env_ids = list(env_ids)  # the search's rows: the whole batch, in order
         return out
 
-    @attached_call
-    def forward_initial_inference(self, obs_act_dict: Any, start_pos: Any = 0) -> tuple[Any, ...]:
-        """LightZero's ``forward_initial_inference`` (encode, root step) on the node cache."""
-        self._check_live()
-        wm = self.world_model
-        with torch.no_grad():
-            outputs, latent = wm.reset_for_initial_inference(obs_act_dict, start_pos)
-        self.counts.initial_calls += 1
-        return (
-            outputs.output_sequence,
-            latent,
-            outputs.logits_rewards,
-            outputs.logits_policy,
-            outputs.logits_value,
-        )
+    def _search_ends(self) -> None:
+        pass  # a search ends with its MCTS call (end_search); a root step changes nothing
 
     # ------------------------------------------------------------------ expansions
     @attached_call
