@@ -81,8 +81,17 @@ def small_config(tmp: Path) -> tuple[Any, Any]:
     p.train_start_after_envsteps = 0
     cfg.env.manager.type = "base"
     create.env_manager.type = "base"
-    cfg.exp_name = str(tmp / "exp")
+    # train_unizero writes its logs under './{exp_name}': a relative name, run in ``tmp``.
+    os.chdir(tmp)
+    cfg.exp_name = "exp"
     return cfg, create
+
+
+@pytest.fixture(autouse=True)
+def _back_home() -> Any:
+    home = os.getcwd()
+    yield
+    os.chdir(home)
 
 
 def test_train_unizero_under_lockstep_verification(tmp_path: Path) -> None:
