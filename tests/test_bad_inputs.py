@@ -66,7 +66,7 @@ from zerokv.errors import (
 )
 from zerokv.lightzero import BatchView, install
 from zerokv.search import NodeAddress, SearchCache, SearchConfig
-from zerokv.testing.backends import BACKENDS, index_of
+from zerokv.testing.backends import BACKENDS, COMPILED, index_of
 from zerokv.testing.backends import backend as using_backend
 from zerokv_spec import entry as spec_entry
 from zerokv_spec import keys as spec_keys
@@ -113,6 +113,7 @@ def build(kind: str, backend: str, shadow: bool) -> Subject:
         root_capacity=3,
         recurrent_capacity=4,
         index=index_of(backend),
+        compile=backend == COMPILED,
     )
     m: Any = ShadowManager(config) if shadow else CacheManager(config)
     entries = Entries(kv(1) * 0.5, keys(3), True)
@@ -545,6 +546,21 @@ def test_manager_refuses_and_changes_nothing(bad: Row, backend: str) -> None:
     if bad.call is not over_budget:  # that row makes valid stores before the refused one
         assert same(before, snapshot(subject)), f"{bad.entry}: {bad.mistake} changed the state"
     subject.m.check()
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("bad", MANAGER_ROWS, ids=lambda r: f"{r.entry}: {r.mistake}")
+def test_compiled_manager_refuses_and_changes_nothing(bad: Row) -> None:
+    """The compiled path (``CacheConfig(compile=True)``): the same typed error and an
+    unchanged state for every row of the manager's table."""
+    with using_backend("device-exact"):
+        subject = build("manager", COMPILED, shadow=False)
+        before = snapshot(subject)
+        with pytest.raises(bad.error) as raised:
+            bad.call(subject)
+        assert type(raised.value) is bad.error, f"{bad.mistake}: {raised.value!r}"
+        if bad.call is not over_budget:
+            assert same(before, snapshot(subject)), f"{bad.entry}: {bad.mistake} changed the state"
 
 
 @pytest.mark.parametrize("bad", MANAGER_ROWS, ids=lambda r: f"{r.entry}: {r.mistake}")
