@@ -166,3 +166,22 @@ def test_apply_the_users_model_checkpoints_and_revert(tmp_path: Path) -> None:
     assert revert() is False
     assert dict(cls.__dict__) == before
     assert attachment_of(mine.world_model) is None
+
+
+def test_two_policies_in_one_process_each_have_their_own_cache(tmp_path: Path) -> None:
+    """zerokv holds no state two policies could share by accident: two policies built
+    under one ``apply(verify=True)``, searched in turn, each attached to its own cache and
+    each in lockstep with its own LightZero twin."""
+    done = apply(verify=True)
+    try:
+        first, second = lp.build_policy(seed=0), lp.build_policy(seed=1)
+        a, b = first._zerokv_attachment, second._zerokv_attachment
+        assert a is not b and a.world.cache is not b.world.cache
+        assert a.world.cache.slab.kv.data_ptr() != b.world.cache.slab.kv.data_ptr()
+        for step in range(3):
+            lp.drive((first, second), steps=1, seed=step)
+        for attachment in (a, b):
+            verified = attachment.stats()["verified"]
+            assert verified["calls"] > 0 and set(verified) == {"calls", "compared"}
+    finally:
+        done.revert()
