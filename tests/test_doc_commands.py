@@ -6,6 +6,8 @@ that start with a program this project documents (`INLINE_PROGRAMS`, after optio
 ``NAME=value`` assignments). Each distinct command runs once, through the handler of its
 program:
 
+* ``python -m zerokv.bench.train ARGS``: the arguments must parse (not run: minutes of
+  LightZero training);
 * ``python -m zerokv.bench ARGS`` and ``nox -s bench -- ARGS``: the arguments must parse,
   output files must go under ``bench-out/`` (or regenerate ``docs/performance.*``), and
   the benchmark runs for real in a temporary directory, scaled down to one step and one
@@ -313,7 +315,13 @@ def check_pip(env: dict[str, str], args: list[str], ctx: Context) -> None:
 
 
 def run_python(env: dict[str, str], args: list[str], ctx: Context) -> None:
-    if args[:2] == ["-m", "zerokv.bench"]:
+    if args[:2] == ["-m", "zerokv.bench.train"]:
+        # Parsed, not run: a training benchmark runs LightZero's train_unizero for minutes.
+        from zerokv.bench import train
+
+        parsed = train._parser().parse_args(args[2:])
+        assert parsed.json is None or parsed.json.startswith(OUTPUT_PREFIXES), parsed.json
+    elif args[:2] == ["-m", "zerokv.bench"]:
         run_bench(env, args[2:], ctx)
     elif args == ["--version"]:
         out = _run([sys.executable, "--version"], _env(env))
