@@ -1120,7 +1120,7 @@ def main(
     search: SearchResult | None = None
     if "cartpole" in shapes:
         try:
-            search = run_search_benchmark(steps=max(steps * 4, 8))
+            search = run_search_benchmark(steps=max(steps * 10, 40))
         except ImportError as err:  # DI-engine's policy stack or LightZero's zoo missing
             emit(f"\n(no whole-search benchmark: {err})")
         else:
