@@ -365,6 +365,12 @@ class SearchCache:
         root = self.roots[e]
         return 0 if root is None else root.size
 
+    def root_entry(self, env_id: int) -> Entry:
+        """``env_id``'s root entry (an empty one without one)."""
+        (e,) = self._env_ids([env_id])
+        root = self.roots[e]
+        return Entry.empty(self.config.num_layers) if root is None else root
+
     def node_length(self, search: int, address: NodeAddress) -> int:
         """Tokens in the context at ``address`` of the current search."""
         env_ids = self._current(search)

@@ -181,8 +181,7 @@ class NodeAttachment(Attachment):
             is_init_infer=True,
             start_pos=start_pos,
         )
-        self.cache.store_roots(env_ids, batch, self.correction())
-        self._root_env_ids = list(env_ids)
+        self._store_roots(env_ids, batch)
         return out
 
     def _root_continue(
@@ -201,9 +200,13 @@ class NodeAttachment(Attachment):
         batch = _with_host(filled, [s + 2 for s in sizes])
         self._count_root(rows, missed)
         out = self._root_forwards(batch.kv, sizes, last, action, current, start_pos)
+        self._store_roots(env_ids, batch)
+        return out
+
+    def _store_roots(self, env_ids: list[int], batch: Batch) -> None:
+        """A root step's store; its rows are the next search's."""
         self.cache.store_roots(env_ids, batch, self.correction())
         self._root_env_ids = list(env_ids)
-        return out
 
     def _mixed(
         self,
